@@ -1,0 +1,79 @@
+/*
+ * util: small helpers shared by the modules: checked number, duration and
+ * size parsing, host:port splitting, address formatting, monotonic time,
+ * allocation that cannot fail (startup only) and wiping of secrets.
+ */
+#ifndef UTIL_H
+#define UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* Room for "[ffff:...:ffff]:65535" plus NUL. */
+#define UTIL_ADDRSTRLEN	64
+
+/*
+ * util_parse_uint(s, min, max, out): decimal, no sign, no trailing junk,
+ * within [min, max].  Returns 0 or -1.
+ */
+int	util_parse_uint(const char *s, uint64_t min, uint64_t max,
+	    uint64_t *out);
+
+/*
+ * util_parse_duration_ms(s, out): "250ms", "5s", "2m", or a bare number of
+ * seconds.  Returns 0 or -1.
+ */
+int	util_parse_duration_ms(const char *s, uint64_t *out);
+
+/*
+ * util_parse_size(s, out): "512", "64KiB", "16MiB", "1GiB" (also k/K/KB,
+ * M/MB, G/GB as powers of 1024).  Returns 0 or -1.
+ */
+int	util_parse_size(const char *s, uint64_t *out);
+
+/* util_parse_bool(s, out): yes/no, true/false, on/off, 1/0.  0 or -1. */
+int	util_parse_bool(const char *s, bool *out);
+
+/*
+ * util_split_hostport(s, host, hostlen, port, default_port):
+ * "host", "host:port", "[v6]", "[v6]:port", and a bare IPv6 literal
+ * (no port) are accepted.  Returns 0 or -1 (with a reason in ${why}).
+ */
+int	util_split_hostport(const char *s, char *host, size_t hostlen,
+	    uint16_t *port, uint16_t default_port, const char **why);
+
+/* util_is_ip_literal(s): true for an IPv4 or IPv6 address literal. */
+bool	util_is_ip_literal(const char *s);
+
+/* util_is_loopback(sa): 127/8 or ::1 (or v4-mapped 127/8). */
+bool	util_is_loopback(const struct sockaddr *sa);
+
+/* util_sockaddr_str(sa, buf, len): "1.2.3.4:9042" / "[::1]:9042". */
+const char *util_sockaddr_str(const struct sockaddr *sa, char *buf,
+	    size_t len);
+
+/* util_now_ms(): CLOCK_MONOTONIC in milliseconds. */
+uint64_t util_now_ms(void);
+
+/* Allocation that aborts on failure: for startup and config only. */
+void	*util_xmalloc(size_t n);
+void	*util_xcalloc(size_t n, size_t size);
+void	*util_xrealloc(void *p, size_t n);
+char	*util_xstrdup(const char *s);
+
+/* util_wipe(p, n): clear memory in a way the compiler cannot elide. */
+void	util_wipe(void *p, size_t n);
+
+/*
+ * util_read_secret_file(path, out, outlen, maxlen, why):
+ * Read a secret (password) file: must be a regular file, not world-readable,
+ * at most ${maxlen} bytes after stripping one trailing "\n" or "\r\n".
+ * Returns 0 with a malloc'd NUL-terminated copy in *out, or -1 with a
+ * reason in ${why} (static or errno text).  The read buffer is wiped.
+ */
+int	util_read_secret_file(const char *path, char **out, size_t *outlen,
+	    size_t maxlen, char *why, size_t whylen);
+
+#endif /* !UTIL_H */
