@@ -1,1 +1,948 @@
-/* placeholder */
+/*
+ * session: one app connection and its TLS connection to a node (see
+ * session.h).
+ *
+ * Life of a session:
+ *   CONNECTING  non-blocking TCP connect to a node (next contact point on
+ *               failure); the app is read meanwhile, and what the auth
+ *               machine relays to the node waits in ${pending}.
+ *   HANDSHAKE   TLS handshake, then the CQL handshake driven by the auth
+ *               machine until it says DONE.
+ *   RELAY       bytes move between the two bufferevents without copying;
+ *               a side stops being read while its peer's output is above
+ *               the high watermark.
+ *   CLOSING     one side is gone or an error was sent; flush the other
+ *               side's output, then session_close().
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+
+#include "auth.h"
+#include "config.h"
+#include "cql_frame.h"
+#include "log.h"
+#include "session.h"
+#include "tls.h"
+#include "upstream.h"
+#include "util.h"
+
+/* Stop reading a side while its peer has this much output queued. */
+#define SESSION_HIGH_WATER	(256 * 1024)
+/* Bound on what an app may buffer before its handshake is done. */
+#define SESSION_HS_READ_MAX	(AUTH_MAX_HS_FRAME + 64 * 1024)
+/* How long to wait for a final flush before giving up. */
+#define SESSION_FLUSH_MS	5000
+
+struct session_half {
+	struct bufferevent	*bev;
+	uint64_t		 bytes;		/* read from this side */
+	bool			 throttled;	/* reading paused */
+	/* Frame boundary tracking (pre-v5 relay). */
+	bool			 track;
+	uint8_t			 hdr_len;
+	uint8_t			 hdr_have;
+	uint8_t			 hdr[CQL_HEADER_LEN];
+	uint64_t		 frame_left;
+};
+
+struct session {
+	TAILQ_ENTRY(session)	 entry;
+	struct session_ctx	*sc;
+	uint64_t		 id;
+	enum session_state	 state;
+	struct session_half	 app;
+	struct session_half	 node;
+
+	struct upstream_node	*unode;
+	unsigned		 attempts;
+	evutil_socket_t		 node_fd;	/* while CONNECTING */
+	struct event		*connect_ev;
+	struct event		*timer;
+	struct evbuffer		*pending;	/* to the node, pre-connect */
+	bool			 tls_up;
+
+	struct auth_hs		 hs;
+	struct auth_sink	 sink;
+
+	/* Node failure waiting for the app's first frame to be answered. */
+	bool			 node_failed;
+	enum session_close_reason node_fail_reason;
+	char			 node_fail_msg[300];
+
+	enum session_close_reason closing_reason;
+	char			 detail[300];
+	char			 app_addr[UTIL_ADDRSTRLEN];
+	uint64_t		 started_ms;
+};
+
+static const char *const session_reason_names[SESSION_CLOSE_NREASONS] = {
+	[SESSION_CLOSE_APP_EOF] = "app closed",
+	[SESSION_CLOSE_NODE_EOF] = "node closed",
+	[SESSION_CLOSE_APP_ERROR] = "app connection error",
+	[SESSION_CLOSE_NODE_ERROR] = "node connection error",
+	[SESSION_CLOSE_NO_NODE] = "no node available",
+	[SESSION_CLOSE_CONNECT_FAILED] = "connect failed",
+	[SESSION_CLOSE_CONNECT_TIMEOUT] = "connect timeout",
+	[SESSION_CLOSE_TLS_FAILED] = "TLS failed",
+	[SESSION_CLOSE_HANDSHAKE_TIMEOUT] = "handshake timeout",
+	[SESSION_CLOSE_PROTOCOL] = "protocol error",
+	[SESSION_CLOSE_STARTUP_REFUSED] = "startup refused",
+	[SESSION_CLOSE_AUTH_FAILED] = "authentication failed",
+	[SESSION_CLOSE_FRAME_TOO_LARGE] = "frame too large",
+	[SESSION_CLOSE_DRAIN_TIMEOUT] = "drain timeout",
+	[SESSION_CLOSE_SHUTDOWN] = "shutdown",
+	[SESSION_CLOSE_INTERNAL] = "internal error",
+};
+
+static void	session_connect(struct session *s);
+static void	session_app_readcb(struct bufferevent *bev, void *arg);
+static void	session_app_writecb(struct bufferevent *bev, void *arg);
+static void	session_app_eventcb(struct bufferevent *bev, short what,
+		    void *arg);
+static void	session_node_readcb(struct bufferevent *bev, void *arg);
+static void	session_node_writecb(struct bufferevent *bev, void *arg);
+static void	session_node_eventcb(struct bufferevent *bev, short what,
+		    void *arg);
+
+const char *
+session_close_reason_name(enum session_close_reason r)
+{
+	if ((unsigned)r < SESSION_CLOSE_NREASONS && session_reason_names[r])
+		return (session_reason_names[r]);
+	return ("unknown");
+}
+
+void
+session_ctx_init(struct session_ctx *sc, struct event_base *base,
+    const struct config *cfg, struct tls_ctx *tls, struct auth_creds *creds,
+    struct upstream *up)
+{
+	memset(sc, 0, sizeof(*sc));
+	sc->base = base;
+	sc->cfg = cfg;
+	sc->tls = tls;
+	sc->creds = creds;
+	sc->up = up;
+	TAILQ_INIT(&sc->sessions);
+}
+
+/* Set a human-readable detail for the close line. */
+static void
+session_detail(struct session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+session_detail(struct session *s, const char *fmt, ...)
+{
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	vsnprintf(s->detail, sizeof(s->detail), fmt, ap);
+	va_end(ap);
+}
+
+/* Arm the session timer for ${ms} milliseconds. */
+static void
+session_timer_set(struct session *s, unsigned ms)
+{
+	struct timeval	 tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+	evtimer_add(s->timer, &tv);
+}
+
+/* A short label for the node, for logs. */
+static const char *
+session_node_label(const struct session *s)
+{
+	return (s->unode != NULL ? s->unode->addrstr : "-");
+}
+
+/* Log at a level chosen at run time. */
+static void
+session_log(enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+session_log(enum log_level level, const char *fmt, ...)
+{
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	log_vlog(level, fmt, ap);
+	va_end(ap);
+}
+
+void
+session_close(struct session *s, enum session_close_reason reason)
+{
+	struct session_ctx	*sc = s->sc;
+	enum log_level		 level;
+	uint64_t		 ms = util_now_ms() - s->started_ms;
+	uint8_t			 version;
+
+	switch (reason) {
+	case SESSION_CLOSE_APP_EOF:
+	case SESSION_CLOSE_NODE_EOF:
+	case SESSION_CLOSE_SHUTDOWN:
+		level = LOG_LEVEL_INFO;
+		break;
+	default:
+		level = LOG_LEVEL_WARN;
+		break;
+	}
+	version = s->hs.version != 0 ? s->hs.version : s->hs.first_version;
+	session_log(level, "session %llu closed: app %s node %s proto %s "
+	    "app->node %llu B node->app %llu B %llu.%03llu s: %s%s%s",
+	    (unsigned long long)s->id, s->app_addr, session_node_label(s),
+	    version != 0 ? cql_version_name(version) : "-",
+	    (unsigned long long)s->app.bytes, (unsigned long long)s->node.bytes,
+	    (unsigned long long)(ms / 1000), (unsigned long long)(ms % 1000),
+	    session_close_reason_name(reason), s->detail[0] != '\0' ? ": " : "",
+	    s->detail);
+
+	if (s->connect_ev != NULL)
+		event_free(s->connect_ev);
+	if (s->node_fd != -1)
+		evutil_closesocket(s->node_fd);
+	if (s->timer != NULL)
+		event_free(s->timer);
+	if (s->app.bev != NULL)
+		bufferevent_free(s->app.bev);
+	if (s->node.bev != NULL)
+		bufferevent_free(s->node.bev);
+	if (s->pending != NULL)
+		evbuffer_free(s->pending);
+	TAILQ_REMOVE(&sc->sessions, s, entry);
+	sc->nsessions--;
+	sc->closed[reason]++;
+	free(s);
+	if (sc->nsessions == 0 && sc->on_idle != NULL)
+		sc->on_idle(sc->on_idle_arg);
+}
+
+void
+session_close_all(struct session_ctx *sc, enum session_close_reason reason)
+{
+	struct session	*s;
+
+	while ((s = TAILQ_FIRST(&sc->sessions)) != NULL)
+		session_close(s, reason);
+}
+
+/*
+ * Close once ${to}'s output has been written (or after a short deadline);
+ * stop reading both sides meanwhile.
+ */
+static void
+session_flush_close(struct session *s, struct session_half *to,
+    enum session_close_reason reason)
+{
+	if (to->bev == NULL ||
+	    evbuffer_get_length(bufferevent_get_output(to->bev)) == 0) {
+		session_close(s, reason);
+		return;
+	}
+	s->state = SESSION_CLOSING;
+	s->closing_reason = reason;
+	if (s->app.bev != NULL)
+		bufferevent_disable(s->app.bev, EV_READ);
+	if (s->node.bev != NULL)
+		bufferevent_disable(s->node.bev, EV_READ);
+	bufferevent_setwatermark(to->bev, EV_WRITE, 0, 0);
+	bufferevent_enable(to->bev, EV_WRITE);
+	session_timer_set(s, SESSION_FLUSH_MS);
+}
+
+/* Sink: bytes for the app. */
+static void
+session_to_app(void *arg, const uint8_t *p, size_t n)
+{
+	struct session	*s = arg;
+
+	bufferevent_write(s->app.bev, p, n);
+}
+
+/* Sink: bytes for the node (held until the node is connected). */
+static void
+session_to_node(void *arg, const uint8_t *p, size_t n)
+{
+	struct session	*s = arg;
+
+	if (s->node_failed)
+		return;
+	if (s->node.bev != NULL)
+		bufferevent_write(s->node.bev, p, n);
+	else
+		evbuffer_add(s->pending, p, n);
+}
+
+/*
+ * Answer the app's first request with an ERROR describing the node
+ * failure, then close.  Returns true if the session was closed (or is
+ * closing); false if the app has not sent anything yet.
+ */
+static bool
+session_report_node_failure(struct session *s)
+{
+	if (auth_hs_fail_app(&s->hs, CQL_ERR_SERVER, s->node_fail_msg,
+	    &s->sink) == -1)
+		return (false);
+	session_detail(s, "%s", s->node_fail_msg + strlen("cqltunnel: "));
+	session_flush_close(s, &s->app, s->node_fail_reason);
+	return (true);
+}
+
+/*
+ * The node cannot be used: remember why, drop the node side, and tell the
+ * app (now, or when its first frame arrives).
+ */
+static void
+session_node_failed(struct session *s, enum session_close_reason reason,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void
+session_node_failed(struct session *s, enum session_close_reason reason,
+    const char *fmt, ...)
+{
+	va_list	 ap;
+	int	 n;
+
+	n = snprintf(s->node_fail_msg, sizeof(s->node_fail_msg),
+	    "cqltunnel: ");
+	va_start(ap, fmt);
+	vsnprintf(s->node_fail_msg + n, sizeof(s->node_fail_msg) - (size_t)n,
+	    fmt, ap);
+	va_end(ap);
+	s->node_failed = true;
+	s->node_fail_reason = reason;
+	if (s->node.bev != NULL) {
+		bufferevent_free(s->node.bev);
+		s->node.bev = NULL;
+	}
+	if (s->connect_ev != NULL) {
+		event_free(s->connect_ev);
+		s->connect_ev = NULL;
+	}
+	if (s->node_fd != -1) {
+		evutil_closesocket(s->node_fd);
+		s->node_fd = -1;
+	}
+	if (!session_report_node_failure(s)) {
+		/* Wait (under the handshake timer) for the first frame. */
+		s->state = SESSION_HANDSHAKE;
+		session_detail(s, "%s", s->node_fail_msg + strlen("cqltunnel: "));
+	}
+}
+
+/* Set up frame tracking for one side once the handshake is done. */
+static void
+session_track_init(struct session *s, struct session_half *h)
+{
+	uint8_t	 v = s->hs.version != 0 ? s->hs.version : s->hs.first_version;
+
+	h->track = !cql_version_has_segments(v);
+	h->hdr_len = (v == CQL_V1 || v == CQL_V2) ? CQL_HEADER_LEN_V1V2 :
+	    CQL_HEADER_LEN;
+	h->hdr_have = 0;
+	h->frame_left = 0;
+}
+
+/*
+ * Walk the frame headers in the ${len} bytes about to be relayed from
+ * ${h}, enforcing [listen] max_frame_size.  Returns 0, or -1 if the
+ * session is closing.
+ */
+static int
+session_track(struct session *s, struct session_half *h, struct evbuffer *in,
+    size_t len)
+{
+	struct evbuffer_ptr	 ptr;
+	struct cql_header	 ch;
+	size_t			 off = 0, take;
+	uint8_t			 frame[512];
+	char			 msg[200];
+	int			 n;
+
+	while (off < len) {
+		if (h->frame_left > 0) {
+			take = len - off < h->frame_left ? len - off :
+			    (size_t)h->frame_left;
+			off += take;
+			h->frame_left -= take;
+			continue;
+		}
+		take = h->hdr_len - h->hdr_have;
+		if (take > len - off)
+			take = len - off;
+		evbuffer_ptr_set(in, &ptr, off, EVBUFFER_PTR_SET);
+		evbuffer_copyout_from(in, &ptr, h->hdr + h->hdr_have, take);
+		h->hdr_have += (uint8_t)take;
+		off += take;
+		if (h->hdr_have < h->hdr_len)
+			break;
+		h->hdr_have = 0;
+		if (cql_header_parse(h->hdr, h->hdr_len, &ch) <= 0 ||
+		    (uint32_t)ch.length > s->sc->cfg->max_frame_size) {
+			bool from_app = h == &s->app;
+
+			session_detail(s, "%s sent a frame of %d bytes (%s "
+			    "max_frame_size is %u)", from_app ? "app" : "node",
+			    ch.length, "[listen]", s->sc->cfg->max_frame_size);
+			if (from_app) {
+				n = snprintf(msg, sizeof(msg), "cqltunnel: "
+				    "frame of %d bytes exceeds max_frame_size "
+				    "(%u)", ch.length,
+				    s->sc->cfg->max_frame_size);
+				take = cql_build_error(frame, sizeof(frame),
+				    ch.version, ch.stream, CQL_ERR_PROTOCOL, msg,
+				    (size_t)n);
+				bufferevent_write(s->app.bev, frame, take);
+			}
+			session_flush_close(s, &s->app,
+			    SESSION_CLOSE_FRAME_TOO_LARGE);
+			return (-1);
+		}
+		h->frame_left = (uint64_t)ch.length;
+	}
+	return (0);
+}
+
+/* Move what ${src} has read to ${dst}'s output; pause ${src} if needed. */
+static void
+session_relay(struct session *s, struct session_half *src,
+    struct session_half *dst)
+{
+	struct evbuffer	*in = bufferevent_get_input(src->bev);
+	struct evbuffer	*out = bufferevent_get_output(dst->bev);
+	size_t		 len = evbuffer_get_length(in);
+
+	if (len == 0)
+		return;
+	if (src->track && session_track(s, src, in, len) == -1)
+		return;
+	src->bytes += len;
+	evbuffer_add_buffer(out, in);
+	if (evbuffer_get_length(out) >= SESSION_HIGH_WATER &&
+	    !src->throttled) {
+		src->throttled = true;
+		bufferevent_disable(src->bev, EV_READ);
+		bufferevent_setwatermark(dst->bev, EV_WRITE,
+		    SESSION_HIGH_WATER / 2, 0);
+	}
+}
+
+/* ${dst} drained below the low watermark: resume reading its peer. */
+static void
+session_drained(struct session *s, struct session_half *dst,
+    struct session_half *src)
+{
+	if (s->state == SESSION_CLOSING) {
+		if (evbuffer_get_length(bufferevent_get_output(dst->bev)) == 0)
+			session_close(s, s->closing_reason);
+		return;
+	}
+	if (src->throttled && src->bev != NULL) {
+		src->throttled = false;
+		bufferevent_setwatermark(dst->bev, EV_WRITE, 0, 0);
+		bufferevent_enable(src->bev, EV_READ);
+	}
+}
+
+/* The handshake is over: relay whatever is already buffered. */
+static void
+session_enter_relay(struct session *s)
+{
+	s->state = SESSION_RELAY;
+	evtimer_del(s->timer);
+	bufferevent_setwatermark(s->app.bev, EV_READ, 0, 0);
+	session_track_init(s, &s->app);
+	session_track_init(s, &s->node);
+	log_debug("session %llu: handshake done (%s, authenticator %s%s)",
+	    (unsigned long long)s->id, cql_version_name(s->hs.version != 0 ?
+	    s->hs.version : s->hs.first_version),
+	    s->hs.authenticator[0] != '\0' ? s->hs.authenticator : "none",
+	    s->hs.injected ? ", credentials injected" : "");
+	session_relay(s, &s->app, &s->node);
+	if (s->state == SESSION_RELAY)
+		session_relay(s, &s->node, &s->app);
+}
+
+/* Map an auth machine failure onto a close reason and close. */
+static void
+session_hs_failed(struct session *s)
+{
+	enum session_close_reason r;
+
+	switch (s->hs.failure) {
+	case AUTH_FAIL_CREDENTIALS:
+		r = SESSION_CLOSE_AUTH_FAILED;
+		break;
+	case AUTH_FAIL_STARTUP:
+		r = SESSION_CLOSE_STARTUP_REFUSED;
+		break;
+	default:
+		r = SESSION_CLOSE_PROTOCOL;
+		break;
+	}
+	session_detail(s, "%s", s->hs.reason);
+	session_flush_close(s, &s->app, r);
+}
+
+/*
+ * Feed one side's buffered bytes to the auth machine.  Returns 1 if some
+ * were used, 0 if none, -1 if the handshake failed.
+ */
+static int
+session_hs_feed(struct session *s, bool from_app)
+{
+	struct session_half	*h = from_app ? &s->app : &s->node;
+	struct evbuffer		*in;
+	size_t			 len, want, need;
+	ssize_t			 used;
+	uint8_t			*p;
+	int			 progress = 0;
+
+	if (h->bev == NULL)
+		return (0);
+	in = bufferevent_get_input(h->bev);
+	for (;;) {
+		if (from_app ? !auth_hs_reads_app(&s->hs) :
+		    !auth_hs_reads_node(&s->hs))
+			break;
+		len = evbuffer_get_length(in);
+		if (len == 0)
+			break;
+		need = from_app ? s->hs.need_app : s->hs.need_node;
+		want = need != 0 && need < len ? need : len;
+		if (want > SESSION_HS_READ_MAX)
+			want = SESSION_HS_READ_MAX;
+		if ((p = evbuffer_pullup(in, (ssize_t)want)) == NULL)
+			return (-1);
+		used = from_app ? auth_hs_app(&s->hs, p, want, &s->sink) :
+		    auth_hs_node(&s->hs, p, want, &s->sink);
+		if (used < 0)
+			return (-1);
+		if (used == 0) {
+			need = from_app ? s->hs.need_app : s->hs.need_node;
+			if (need > want && len >= need)
+				continue;	/* pull up more */
+			break;
+		}
+		evbuffer_drain(in, (size_t)used);
+		h->bytes += (uint64_t)used;
+		progress = 1;
+	}
+	return (progress);
+}
+
+/* Run the handshake as far as the buffered bytes allow. */
+static void
+session_hs_pump(struct session *s)
+{
+	int	 a, n = 0;
+
+	do {
+		a = session_hs_feed(s, true);
+		if (a < 0)
+			break;
+		n = s->node_failed ? 0 : session_hs_feed(s, false);
+		if (n < 0)
+			break;
+	} while (a > 0 || n > 0);
+
+	if (s->hs.state == AUTH_S_FAILED) {
+		session_hs_failed(s);
+		return;
+	}
+	if (a < 0 || n < 0) {
+		session_detail(s, "%s", s->hs.reason);
+		session_close(s, SESSION_CLOSE_INTERNAL);
+		return;
+	}
+	if (s->node_failed) {
+		(void)session_report_node_failure(s);
+		return;
+	}
+	if (s->hs.state == AUTH_S_DONE && s->tls_up)
+		session_enter_relay(s);
+}
+
+static void
+session_app_readcb(struct bufferevent *bev, void *arg)
+{
+	struct session	*s = arg;
+
+	switch (s->state) {
+	case SESSION_RELAY:
+		session_relay(s, &s->app, &s->node);
+		break;
+	case SESSION_CLOSING:
+		evbuffer_drain(bufferevent_get_input(bev),
+		    evbuffer_get_length(bufferevent_get_input(bev)));
+		break;
+	default:
+		session_hs_pump(s);
+		break;
+	}
+}
+
+static void
+session_app_writecb(struct bufferevent *bev, void *arg)
+{
+	struct session	*s = arg;
+
+	(void)bev;
+	session_drained(s, &s->app, &s->node);
+}
+
+static void
+session_app_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct session	*s = arg;
+	enum session_close_reason r;
+
+	(void)bev;
+	if (what & BEV_EVENT_ERROR) {
+		session_detail(s, "%s", evutil_socket_error_to_string(
+		    EVUTIL_SOCKET_ERROR()));
+		r = SESSION_CLOSE_APP_ERROR;
+	} else
+		r = SESSION_CLOSE_APP_EOF;
+	if (s->state == SESSION_RELAY && s->node.bev != NULL) {
+		/* Deliver what the app sent before it left. */
+		session_relay(s, &s->app, &s->node);
+		if (s->state == SESSION_RELAY)
+			session_flush_close(s, &s->node, r);
+		return;
+	}
+	session_close(s, r);
+}
+
+static void
+session_node_readcb(struct bufferevent *bev, void *arg)
+{
+	struct session	*s = arg;
+
+	switch (s->state) {
+	case SESSION_RELAY:
+		session_relay(s, &s->node, &s->app);
+		break;
+	case SESSION_CLOSING:
+		evbuffer_drain(bufferevent_get_input(bev),
+		    evbuffer_get_length(bufferevent_get_input(bev)));
+		break;
+	default:
+		session_hs_pump(s);
+		break;
+	}
+}
+
+static void
+session_node_writecb(struct bufferevent *bev, void *arg)
+{
+	struct session	*s = arg;
+
+	(void)bev;
+	session_drained(s, &s->node, &s->app);
+}
+
+/* Latest OpenSSL error recorded on ${bev}, or 0. */
+static unsigned long
+session_ssl_error(struct bufferevent *bev)
+{
+	unsigned long	 e, last = 0;
+
+	while ((e = bufferevent_get_openssl_error(bev)) != 0)
+		last = e;
+	return (last);
+}
+
+static void
+session_node_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct session	*s = arg;
+	unsigned long	 err;
+	char		 why[300];
+	int		 serr;
+
+	if (what & BEV_EVENT_CONNECTED) {
+		s->tls_up = true;
+		upstream_report(s->sc->up, s->unode, true);
+		log_debug("session %llu: TLS to %s up (%s, %s)",
+		    (unsigned long long)s->id, session_node_label(s),
+		    tls_version_name(bufferevent_openssl_get_ssl(bev)),
+		    SSL_get_cipher_name(bufferevent_openssl_get_ssl(bev)));
+		session_hs_pump(s);
+		return;
+	}
+	serr = EVUTIL_SOCKET_ERROR();
+	err = session_ssl_error(bev);
+	if (s->state == SESSION_RELAY) {
+		if (what & BEV_EVENT_ERROR) {
+			session_detail(s, "%s", err != 0 ?
+			    tls_failure_reason(NULL, err, why, sizeof(why)) :
+			    evutil_socket_error_to_string(serr));
+		}
+		session_relay(s, &s->node, &s->app);
+		if (s->state == SESSION_RELAY)
+			session_flush_close(s, &s->app, (what & BEV_EVENT_ERROR)
+			    ? SESSION_CLOSE_NODE_ERROR : SESSION_CLOSE_NODE_EOF);
+		return;
+	}
+	if (s->state == SESSION_CLOSING) {
+		session_close(s, s->closing_reason);
+		return;
+	}
+
+	/* During the TLS or CQL handshake. */
+	if (!s->tls_up || err != 0 ||
+	    SSL_get_verify_result(bufferevent_openssl_get_ssl(bev)) !=
+	    X509_V_OK) {
+		if (err != 0 || (what & BEV_EVENT_ERROR) == 0 || serr == 0)
+			tls_failure_reason(bufferevent_openssl_get_ssl(bev),
+			    err, why, sizeof(why));
+		else
+			snprintf(why, sizeof(why), "TLS handshake failed: %s",
+			    evutil_socket_error_to_string(serr));
+		if (!s->tls_up && err == 0 && (what & BEV_EVENT_EOF))
+			snprintf(why, sizeof(why), "node closed the connection "
+			    "during the TLS handshake");
+		session_node_failed(s, SESSION_CLOSE_TLS_FAILED,
+		    "TLS to node %s failed: %s", session_node_label(s), why);
+		return;
+	}
+	/* Let the app see what the node said before it left. */
+	session_hs_pump(s);
+	if (s->state == SESSION_CLOSING)
+		return;
+	if (s->node.bytes > 0) {
+		session_flush_close(s, &s->app, (what & BEV_EVENT_ERROR) ?
+		    SESSION_CLOSE_NODE_ERROR : SESSION_CLOSE_NODE_EOF);
+		return;
+	}
+	session_node_failed(s, (what & BEV_EVENT_ERROR) ?
+	    SESSION_CLOSE_NODE_ERROR : SESSION_CLOSE_NODE_EOF,
+	    "node %s closed the connection during the CQL handshake",
+	    session_node_label(s));
+}
+
+/* TCP to the node is up: start TLS over it. */
+static void
+session_tcp_connected(struct session *s)
+{
+	struct session_ctx	*sc = s->sc;
+	SSL			*ssl;
+
+	if ((ssl = tls_ssl_new(sc->tls, s->unode->host)) == NULL) {
+		session_node_failed(s, SESSION_CLOSE_INTERNAL,
+		    "cannot set up TLS to node %s", session_node_label(s));
+		return;
+	}
+	s->node.bev = bufferevent_openssl_socket_new(sc->base, s->node_fd, ssl,
+	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	if (s->node.bev == NULL) {
+		SSL_free(ssl);
+		session_node_failed(s, SESSION_CLOSE_INTERNAL,
+		    "cannot set up TLS to node %s", session_node_label(s));
+		return;
+	}
+	s->node_fd = -1;	/* owned by the bufferevent now */
+	bufferevent_openssl_set_allow_dirty_shutdown(s->node.bev, 1);
+	bufferevent_setcb(s->node.bev, session_node_readcb,
+	    session_node_writecb, session_node_eventcb, s);
+	bufferevent_enable(s->node.bev, EV_READ | EV_WRITE);
+	if (evbuffer_get_length(s->pending) > 0)
+		bufferevent_write_buffer(s->node.bev, s->pending);
+	s->state = SESSION_HANDSHAKE;
+	session_timer_set(s, sc->cfg->handshake_timeout_ms);
+}
+
+/* The TCP connect to the current node failed: try another or give up. */
+static void
+session_connect_failed(struct session *s, enum session_close_reason reason,
+    const char *why)
+{
+	struct upstream_node	*failed = s->unode;
+
+	log_info("session %llu: cannot connect to node %s: %s",
+	    (unsigned long long)s->id, session_node_label(s), why);
+	upstream_report(s->sc->up, failed, false);
+	if (s->connect_ev != NULL) {
+		event_free(s->connect_ev);
+		s->connect_ev = NULL;
+	}
+	evutil_closesocket(s->node_fd);
+	s->node_fd = -1;
+	if (++s->attempts < upstream_count(s->sc->up)) {
+		session_connect(s);
+		return;
+	}
+	session_node_failed(s, reason, "cannot connect to node %s: %s",
+	    session_node_label(s), why);
+}
+
+/* Writability (or timeout) of the connecting socket. */
+static void
+session_connect_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session	*s = arg;
+	int		 err = 0;
+	socklen_t	 len = sizeof(err);
+
+	if (what & EV_TIMEOUT) {
+		char why[64];
+
+		snprintf(why, sizeof(why), "no answer within %u ms",
+		    s->sc->cfg->connect_timeout_ms);
+		session_connect_failed(s, SESSION_CLOSE_CONNECT_TIMEOUT, why);
+		return;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		err = errno;
+	if (err != 0) {
+		session_connect_failed(s, SESSION_CLOSE_CONNECT_FAILED,
+		    strerror(err));
+		return;
+	}
+	event_free(s->connect_ev);
+	s->connect_ev = NULL;
+	session_tcp_connected(s);
+}
+
+/* Start a non-blocking connect to the next node. */
+static void
+session_connect(struct session *s)
+{
+	struct session_ctx	*sc = s->sc;
+	struct upstream_node	*n;
+	struct timeval		 tv;
+	int			 one = 1;
+
+	n = upstream_pick(sc->up, s->unode);
+	if (n == NULL) {
+		session_node_failed(s, SESSION_CLOSE_NO_NODE,
+		    "no contact point has an address");
+		return;
+	}
+	s->unode = n;
+	s->state = SESSION_CONNECTING;
+	s->node_fd = socket(n->addr.ss_family,
+	    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s->node_fd == -1) {
+		session_node_failed(s, SESSION_CLOSE_INTERNAL,
+		    "cannot create a socket: %s", strerror(errno));
+		return;
+	}
+	(void)setsockopt(s->node_fd, IPPROTO_TCP, TCP_NODELAY, &one,
+	    sizeof(one));
+	if (connect(s->node_fd, (struct sockaddr *)&n->addr, n->addrlen) == 0) {
+		session_tcp_connected(s);
+		return;
+	}
+	if (errno != EINPROGRESS) {
+		session_connect_failed(s, SESSION_CLOSE_CONNECT_FAILED,
+		    strerror(errno));
+		return;
+	}
+	s->connect_ev = event_new(sc->base, s->node_fd, EV_WRITE,
+	    session_connect_cb, s);
+	if (s->connect_ev == NULL) {
+		session_node_failed(s, SESSION_CLOSE_INTERNAL,
+		    "out of memory");
+		return;
+	}
+	tv.tv_sec = (time_t)(sc->cfg->connect_timeout_ms / 1000);
+	tv.tv_usec = (suseconds_t)(sc->cfg->connect_timeout_ms % 1000) * 1000;
+	event_add(s->connect_ev, &tv);
+}
+
+/* Session timer: handshake deadline, or the final flush deadline. */
+static void
+session_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session	*s = arg;
+
+	(void)fd;
+	(void)what;
+	if (s->state == SESSION_CLOSING) {
+		session_close(s, s->closing_reason);
+		return;
+	}
+	if (s->node_failed) {
+		session_close(s, s->node_fail_reason);
+		return;
+	}
+	session_detail(s, "%s did not complete within %u ms (state %s)",
+	    s->tls_up ? "CQL handshake" : "TLS handshake",
+	    s->sc->cfg->handshake_timeout_ms, auth_state_name(s->hs.state));
+	if (s->hs.have_first) {
+		char	 msg[sizeof(s->detail) + 64 + UTIL_ADDRSTRLEN];
+
+		snprintf(msg, sizeof(msg), "cqltunnel: %s with node %s",
+		    s->detail, session_node_label(s));
+		(void)auth_hs_fail_app(&s->hs, CQL_ERR_SERVER, msg, &s->sink);
+		session_flush_close(s, &s->app,
+		    SESSION_CLOSE_HANDSHAKE_TIMEOUT);
+		return;
+	}
+	session_close(s, SESSION_CLOSE_HANDSHAKE_TIMEOUT);
+}
+
+void
+session_start(struct session_ctx *sc, evutil_socket_t fd,
+    const struct sockaddr *sa, int salen)
+{
+	struct session	*s;
+	int		 one = 1;
+
+	(void)salen;
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		log_error("cannot accept a connection: out of memory");
+		evutil_closesocket(fd);
+		return;
+	}
+	s->sc = sc;
+	s->id = ++sc->next_id;
+	s->node_fd = -1;
+	s->started_ms = util_now_ms();
+	util_sockaddr_str(sa, s->app_addr, sizeof(s->app_addr));
+	auth_hs_init(&s->hs, sc->creds);
+	s->sink.to_app = session_to_app;
+	s->sink.to_node = session_to_node;
+	s->sink.arg = s;
+	TAILQ_INSERT_TAIL(&sc->sessions, s, entry);
+	sc->nsessions++;
+
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	evutil_make_socket_nonblocking(fd);
+	s->app.bev = bufferevent_socket_new(sc->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	s->timer = evtimer_new(sc->base, session_timer_cb, s);
+	s->pending = evbuffer_new();
+	if (s->app.bev == NULL || s->timer == NULL || s->pending == NULL) {
+		if (s->app.bev == NULL)
+			evutil_closesocket(fd);
+		session_detail(s, "out of memory");
+		session_close(s, SESSION_CLOSE_INTERNAL);
+		return;
+	}
+	bufferevent_setcb(s->app.bev, session_app_readcb, session_app_writecb,
+	    session_app_eventcb, s);
+	bufferevent_setwatermark(s->app.bev, EV_READ, 0, SESSION_HS_READ_MAX);
+	bufferevent_enable(s->app.bev, EV_READ | EV_WRITE);
+	session_timer_set(s, sc->cfg->connect_timeout_ms +
+	    sc->cfg->handshake_timeout_ms);
+	log_debug("session %llu: accepted from %s", (unsigned long long)s->id,
+	    s->app_addr);
+	session_connect(s);
+}

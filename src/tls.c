@@ -1,1 +1,282 @@
-/* placeholder */
+/*
+ * tls: client SSL_CTX towards the nodes (see tls.h).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "log.h"
+#include "tls.h"
+#include "util.h"
+
+struct tls_ctx {
+	SSL_CTX			*ctx;
+	enum config_verify	 verify;
+	char			*server_name;	/* NULL: use the host */
+};
+
+/* The key passphrase, handed to OpenSSL's callback during loading only. */
+struct tls_pass {
+	char	*pw;
+	size_t	 len;
+};
+
+/* OpenSSL passphrase callback: copy the passphrase read from its file. */
+static int
+tls_pass_cb(char *buf, int size, int rwflag, void *arg)
+{
+	struct tls_pass	*p = arg;
+
+	(void)rwflag;
+	if (p == NULL || p->pw == NULL || p->len >= (size_t)size)
+		return (0);
+	memcpy(buf, p->pw, p->len);
+	return ((int)p->len);
+}
+
+/* Append the OpenSSL error queue, as one line, to ${buf}. */
+static const char *
+tls_errstr(char *buf, size_t len)
+{
+	unsigned long	 e, last = 0;
+
+	while ((e = ERR_get_error()) != 0)
+		last = e;
+	if (last == 0)
+		snprintf(buf, len, "unknown error");
+	else
+		ERR_error_string_n(last, buf, len);
+	return (buf);
+}
+
+/* Load the client certificate chain and key; 0 or -1 with errs added. */
+static int
+tls_load_identity(SSL_CTX *ctx, const struct config *c,
+    struct config_errors *errs)
+{
+	struct tls_pass	 pass = { NULL, 0 };
+	char		 where[256], why[256], e[256];
+	int		 rc = -1;
+
+	if (c->cert_file == NULL)
+		return (0);
+	if (SSL_CTX_use_certificate_chain_file(ctx, c->cert_file) != 1) {
+		config_errors_add(errs, "%s: cannot load certificate %s: %s",
+		    config_where(c, "tls", "cert_file", where, sizeof(where)),
+		    c->cert_file, tls_errstr(e, sizeof(e)));
+		return (-1);
+	}
+	if (c->key_password_file != NULL &&
+	    util_read_secret_file(c->key_password_file, &pass.pw, &pass.len,
+	    1024, why, sizeof(why)) == -1) {
+		config_errors_add(errs, "%s: %s: %s",
+		    config_where(c, "tls", "key_password_file", where,
+		    sizeof(where)), c->key_password_file, why);
+		return (-1);
+	}
+	SSL_CTX_set_default_passwd_cb(ctx, tls_pass_cb);
+	SSL_CTX_set_default_passwd_cb_userdata(ctx, &pass);
+	if (SSL_CTX_use_PrivateKey_file(ctx, c->key_file, SSL_FILETYPE_PEM)
+	    != 1) {
+		tls_errstr(e, sizeof(e));
+		config_errors_add(errs, "%s: cannot load private key %s: %s%s",
+		    config_where(c, "tls", "key_file", where, sizeof(where)),
+		    c->key_file, e, strstr(e, "bad decrypt") != NULL ||
+		    strstr(e, "interrupted or cancelled") != NULL ?
+		    (pass.pw != NULL ? " (wrong passphrase in "
+		    "key_password_file?)" : " (the key is encrypted: set "
+		    "[tls] key_password_file)") : "");
+		goto out;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		ERR_clear_error();
+		config_errors_add(errs, "%s: private key %s does not match "
+		    "certificate %s",
+		    config_where(c, "tls", "key_file", where, sizeof(where)),
+		    c->key_file, c->cert_file);
+		goto out;
+	}
+	rc = 0;
+out:
+	SSL_CTX_set_default_passwd_cb(ctx, NULL);
+	SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
+	if (pass.pw != NULL) {
+		util_wipe(pass.pw, pass.len);
+		free(pass.pw);
+	}
+	return (rc);
+}
+
+/* Load the trust store; 0 or -1 with errs added. */
+static int
+tls_load_trust(SSL_CTX *ctx, const struct config *c,
+    struct config_errors *errs)
+{
+	char	 where[256], e[256];
+
+	if (c->ca_system) {
+		if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+			config_errors_add(errs, "%s: cannot load the system "
+			    "trust store: %s", config_where(c, "tls", "ca_file",
+			    where, sizeof(where)), tls_errstr(e, sizeof(e)));
+			return (-1);
+		}
+		return (0);
+	}
+	if (c->ca_file == NULL)
+		return (0);
+	if (SSL_CTX_load_verify_locations(ctx, c->ca_file, NULL) != 1) {
+		config_errors_add(errs, "%s: cannot load CA certificates from "
+		    "%s: %s", config_where(c, "tls", "ca_file", where,
+		    sizeof(where)), c->ca_file, tls_errstr(e, sizeof(e)));
+		return (-1);
+	}
+	return (0);
+}
+
+struct tls_ctx *
+tls_ctx_new(const struct config *c, struct config_errors *errs)
+{
+	struct tls_ctx	*t;
+	SSL_CTX		*ctx;
+	char		 where[256], e[256];
+	size_t		 nerr = errs->n;
+
+	ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx == NULL) {
+		config_errors_add(errs, "cannot create a TLS context: %s",
+		    tls_errstr(e, sizeof(e)));
+		return (NULL);
+	}
+	SSL_CTX_set_min_proto_version(ctx, c->min_version == CONFIG_TLS_1_3 ?
+	    TLS1_3_VERSION : TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION |
+	    SSL_OP_NO_RENEGOTIATION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_verify(ctx, c->verify == CONFIG_VERIFY_NONE ?
+	    SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
+
+	if (c->ciphers != NULL && SSL_CTX_set_cipher_list(ctx, c->ciphers)
+	    != 1)
+		config_errors_add(errs, "%s: no usable cipher in \"%s\": %s",
+		    config_where(c, "tls", "ciphers", where, sizeof(where)),
+		    c->ciphers, tls_errstr(e, sizeof(e)));
+	if (c->ciphersuites != NULL &&
+	    SSL_CTX_set_ciphersuites(ctx, c->ciphersuites) != 1)
+		config_errors_add(errs, "%s: no usable TLS 1.3 cipher suite in "
+		    "\"%s\": %s", config_where(c, "tls", "ciphersuites", where,
+		    sizeof(where)), c->ciphersuites, tls_errstr(e, sizeof(e)));
+	(void)tls_load_trust(ctx, c, errs);
+	(void)tls_load_identity(ctx, c, errs);
+	ERR_clear_error();
+
+	if (errs->n != nerr) {
+		SSL_CTX_free(ctx);
+		return (NULL);
+	}
+	t = util_xcalloc(1, sizeof(*t));
+	t->ctx = ctx;
+	t->verify = c->verify;
+	if (c->server_name != NULL)
+		t->server_name = util_xstrdup(c->server_name);
+	return (t);
+}
+
+void
+tls_ctx_free(struct tls_ctx *t)
+{
+	if (t == NULL)
+		return;
+	SSL_CTX_free(t->ctx);
+	free(t->server_name);
+	free(t);
+}
+
+SSL *
+tls_ssl_new(struct tls_ctx *t, const char *host)
+{
+	SSL		*ssl;
+	const char	*name = t->server_name != NULL ? t->server_name : host;
+	bool		 is_ip = util_is_ip_literal(name);
+
+	if ((ssl = SSL_new(t->ctx)) == NULL) {
+		log_openssl_errors(LOG_LEVEL_ERROR, "SSL_new");
+		return (NULL);
+	}
+	/* SNI carries host names only (RFC 6066). */
+	if (!is_ip && SSL_set_tlsext_host_name(ssl, name) != 1)
+		goto fail;
+	if (t->verify == CONFIG_VERIFY_FULL) {
+		if (is_ip) {
+			if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl),
+			    name) != 1)
+				goto fail;
+		} else {
+			SSL_set_hostflags(ssl,
+			    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+			if (SSL_set1_host(ssl, name) != 1)
+				goto fail;
+		}
+	}
+	return (ssl);
+fail:
+	log_openssl_errors(LOG_LEVEL_ERROR, "TLS setup");
+	SSL_free(ssl);
+	return (NULL);
+}
+
+const char *
+tls_failure_reason(const SSL *ssl, unsigned long err, char *buf, size_t len)
+{
+	long		 vr = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
+	char		 e[256];
+	const char	*reason, *hint = "";
+
+	if (vr != X509_V_OK) {
+		switch (vr) {
+		case X509_V_ERR_HOSTNAME_MISMATCH:
+		case X509_V_ERR_IP_ADDRESS_MISMATCH:
+			hint = " (check [tls] server_name or the contact point)";
+			break;
+		case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+		case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+		case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+		case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+			hint = " (is the node's CA in [tls] ca_file?)";
+			break;
+		default:
+			break;
+		}
+		snprintf(buf, len, "node certificate verification failed: %s%s",
+		    X509_verify_cert_error_string(vr), hint);
+		return (buf);
+	}
+	if (err == 0) {
+		snprintf(buf, len, "TLS connection failed");
+		return (buf);
+	}
+	reason = ERR_reason_error_string(err);
+	if (reason == NULL) {
+		ERR_error_string_n(err, e, sizeof(e));
+		reason = e;
+	}
+	if (strstr(reason, "certificate required") != NULL ||
+	    strstr(reason, "bad certificate") != NULL ||
+	    strstr(reason, "unknown ca") != NULL ||
+	    strstr(reason, "certificate unknown") != NULL)
+		hint = " (the node refused our client certificate: check "
+		    "[tls] cert_file and the node's truststore)";
+	else if (strstr(reason, "protocol version") != NULL)
+		hint = " (check [tls] min_version against the node)";
+	snprintf(buf, len, "TLS handshake failed: %s%s", reason, hint);
+	return (buf);
+}
+
+const char *
+tls_version_name(const SSL *ssl)
+{
+	return (ssl != NULL ? SSL_get_version(ssl) : "-");
+}

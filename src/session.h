@@ -1,0 +1,93 @@
+/*
+ * session: one app connection and its TLS connection to a node.
+ *
+ * A session has two halves (app, node).  It connects to a node as soon as
+ * the app is accepted, runs the CQL handshake through the auth machine,
+ * then relays bytes both ways with watermark backpressure.  Every session
+ * ends in session_close(), which logs one summary line.
+ */
+#ifndef SESSION_H
+#define SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <event2/event.h>
+#include <event2/util.h>
+
+struct config;
+struct tls_ctx;
+struct auth_creds;
+struct upstream;
+struct session;
+
+enum session_state {
+	SESSION_CONNECTING,	/* TCP connect to the node */
+	SESSION_HANDSHAKE,	/* TLS + CQL handshake */
+	SESSION_RELAY,		/* verbatim relay */
+	SESSION_CLOSING,	/* flushing the last bytes to one side */
+};
+
+enum session_close_reason {
+	SESSION_CLOSE_APP_EOF,
+	SESSION_CLOSE_NODE_EOF,
+	SESSION_CLOSE_APP_ERROR,
+	SESSION_CLOSE_NODE_ERROR,
+	SESSION_CLOSE_NO_NODE,
+	SESSION_CLOSE_CONNECT_FAILED,
+	SESSION_CLOSE_CONNECT_TIMEOUT,
+	SESSION_CLOSE_TLS_FAILED,
+	SESSION_CLOSE_HANDSHAKE_TIMEOUT,
+	SESSION_CLOSE_PROTOCOL,
+	SESSION_CLOSE_STARTUP_REFUSED,
+	SESSION_CLOSE_AUTH_FAILED,
+	SESSION_CLOSE_FRAME_TOO_LARGE,
+	SESSION_CLOSE_DRAIN_TIMEOUT,
+	SESSION_CLOSE_SHUTDOWN,
+	SESSION_CLOSE_INTERNAL,
+	SESSION_CLOSE_NREASONS
+};
+
+TAILQ_HEAD(session_list, session);
+
+/* What sessions share: one per event loop. */
+struct session_ctx {
+	struct event_base	*base;
+	const struct config	*cfg;
+	struct tls_ctx		*tls;
+	struct auth_creds	*creds;
+	struct upstream		*up;
+	struct session_list	 sessions;
+	unsigned		 nsessions;
+	uint64_t		 next_id;
+	uint64_t		 closed[SESSION_CLOSE_NREASONS];
+	/* Called when the last session ends (for draining). */
+	void			(*on_idle)(void *arg);
+	void			*on_idle_arg;
+};
+
+/* session_ctx_init(sc, ...): an empty session set. */
+void	session_ctx_init(struct session_ctx *sc, struct event_base *base,
+	    const struct config *cfg, struct tls_ctx *tls,
+	    struct auth_creds *creds, struct upstream *up);
+
+/*
+ * session_start(sc, fd, sa, salen):
+ * Take over the accepted app socket ${fd} and start connecting to a node.
+ * On failure the socket is closed.
+ */
+void	session_start(struct session_ctx *sc, evutil_socket_t fd,
+	    const struct sockaddr *sa, int salen);
+
+/* session_close(s, reason): the one way a session ends. */
+void	session_close(struct session *s, enum session_close_reason reason);
+
+/* session_close_all(sc, reason): end every session now. */
+void	session_close_all(struct session_ctx *sc,
+	    enum session_close_reason reason);
+
+const char *session_close_reason_name(enum session_close_reason r);
+
+#endif /* !SESSION_H */

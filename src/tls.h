@@ -1,0 +1,50 @@
+/*
+ * tls: the client-side TLS context towards the nodes.  Verification is on
+ * by default: the chain must lead to [tls] ca_file, and the node's name or
+ * IP must match its certificate.  The client certificate and key (which may
+ * be encrypted) prove our identity.
+ */
+#ifndef TLS_H
+#define TLS_H
+
+#include <stddef.h>
+
+#include <openssl/ssl.h>
+
+#include "config.h"
+
+struct tls_ctx;
+
+/*
+ * tls_ctx_new(c, errs):
+ * Build an SSL_CTX from ${c}: trust store, client certificate chain and key
+ * (decrypted with key_password_file, which is wiped after use), checking
+ * that the key matches the certificate.  Returns NULL with every problem in
+ * ${errs}, each naming the config key it comes from.
+ */
+struct tls_ctx *tls_ctx_new(const struct config *c, struct config_errors *errs);
+
+/* tls_ctx_free(t): drop our reference; live sessions keep theirs. */
+void	tls_ctx_free(struct tls_ctx *t);
+
+/*
+ * tls_ssl_new(t, host):
+ * A new client SSL for a connection to ${host} (a contact point): sets SNI
+ * and the name or IP to verify according to [tls] verify / server_name.
+ * Returns NULL on failure (logged).
+ */
+SSL	*tls_ssl_new(struct tls_ctx *t, const char *host);
+
+/*
+ * tls_failure_reason(ssl, err, buf, len):
+ * Describe why a handshake or TLS read failed: the certificate verification
+ * result when there is one, else the OpenSSL error ${err} (e.g. the node's
+ * alert), with a hint at the config key to check.  Returns ${buf}.
+ */
+const char *tls_failure_reason(const SSL *ssl, unsigned long err, char *buf,
+	    size_t len);
+
+/* tls_version_name(ssl): "TLSv1.3" etc. */
+const char *tls_version_name(const SSL *ssl);
+
+#endif /* !TLS_H */
