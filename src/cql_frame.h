@@ -103,7 +103,7 @@ size_t	cql_header_write(uint8_t *p, const struct cql_header *h);
 /* cql_version_name(v): "v4", "DSE_V2", ... or "v0x2a" for unknown ones. */
 const char *cql_version_name(uint8_t version);
 
-/* cql_version_has_segments(v): true for v5 (the only version with segments). */
+/* cql_version_has_segments(v): true for v5 and v6-beta (not DSE versions). */
 bool	cql_version_has_segments(uint8_t version);
 
 /* cql_opcode_name(op): "STARTUP", ... or "UNKNOWN". */
