@@ -10,6 +10,9 @@
 #include "auth.h"
 #include "cql_frame.h"
 
+#define SUITE_FN auth_suite
+#include "test_main.h"
+
 /* A growable byte buffer. */
 struct buf {
 	uint8_t	*p;
@@ -209,9 +212,10 @@ error_body(uint8_t *out, int32_t code, const char *msg)
 {
 	struct cql_writer	 w;
 
-	cql_writer_init(&w, out, 512);
+	cql_writer_init(&w, out, 4096);
 	cql_write_int(&w, code);
 	cql_write_string(&w, msg, strlen(msg));
+	ck_assert(!w.err);
 	return (w.len);
 }
 
@@ -495,7 +499,7 @@ END_TEST
 START_TEST(test_bad_credentials)
 {
 	struct harness	 h;
-	uint8_t		 f[512], body[256], exp[512];
+	uint8_t		 f[4096], body[4096], exp[4096];
 	size_t		 fl, bl, el;
 	const char	*msg = "Provided username cassandra and/or password "
 	    "are incorrect";
@@ -522,7 +526,7 @@ END_TEST
 START_TEST(test_version_error_relayed)
 {
 	struct harness	 h;
-	uint8_t		 f[512], body[256];
+	uint8_t		 f[4096], body[4096];
 	size_t		 fl, bl;
 
 	harness_init(&h, CONFIG_CLIENT_AUTH_NONE, default_token,
@@ -893,5 +897,3 @@ auth_suite(void)
 	return (s);
 }
 
-#define SUITE_FN auth_suite
-#include "test_main.h"
