@@ -37,18 +37,37 @@ tls_pass_cb(char *buf, int size, int rwflag, void *arg)
 	return ((int)p->len);
 }
 
-/* Append the OpenSSL error queue, as one line, to ${buf}. */
+/*
+ * Drain the OpenSSL error queue into ${buf} as one line: every entry's
+ * reason, innermost first ("bad decrypt: PEM lib").
+ */
 static const char *
 tls_errstr(char *buf, size_t len)
 {
-	unsigned long	 e, last = 0;
+	unsigned long	 e;
+	const char	*r;
+	size_t		 off = 0;
+	int		 n;
 
-	while ((e = ERR_get_error()) != 0)
-		last = e;
-	if (last == 0)
+	buf[0] = '\0';
+	while ((e = ERR_get_error()) != 0) {
+		if (off + 1 >= len)
+			continue;
+		r = ERR_reason_error_string(e);
+		if (r == NULL) {
+			char	 tmp[128];
+
+			ERR_error_string_n(e, tmp, sizeof(tmp));
+			n = snprintf(buf + off, len - off, "%s%s",
+			    off > 0 ? ": " : "", tmp);
+		} else
+			n = snprintf(buf + off, len - off, "%s%s",
+			    off > 0 ? ": " : "", r);
+		if (n > 0)
+			off += (size_t)n < len - off ? (size_t)n : len - off - 1;
+	}
+	if (off == 0)
 		snprintf(buf, len, "unknown error");
-	else
-		ERR_error_string_n(last, buf, len);
 	return (buf);
 }
 
@@ -82,6 +101,13 @@ tls_load_identity(SSL_CTX *ctx, const struct config *c,
 	if (SSL_CTX_use_PrivateKey_file(ctx, c->key_file, SSL_FILETYPE_PEM)
 	    != 1) {
 		tls_errstr(e, sizeof(e));
+		if (strstr(e, "key values mismatch") != NULL) {
+			config_errors_add(errs, "%s: private key %s does not "
+			    "match certificate %s", config_where(c, "tls",
+			    "key_file", where, sizeof(where)), c->key_file,
+			    c->cert_file);
+			goto out;
+		}
 		config_errors_add(errs, "%s: cannot load private key %s: %s%s",
 		    config_where(c, "tls", "key_file", where, sizeof(where)),
 		    c->key_file, e, strstr(e, "bad decrypt") != NULL ||

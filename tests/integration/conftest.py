@@ -1,0 +1,66 @@
+"""Fixtures: one real Cassandra 5.0 node (TLS with require_client_auth +
+PasswordAuthenticator) per test session, its PKI, and tunnel configs."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from cassandra_node import CassandraNode, make_pki  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def base(tmp_path_factory):
+    return tmp_path_factory.mktemp("cqltunnel-it")
+
+
+@pytest.fixture(scope="session")
+def pki(base):
+    return make_pki(str(base / "pki"))
+
+
+@pytest.fixture(scope="session")
+def cassandra(base, pki):
+    with CassandraNode(str(base), pki=pki) as node:
+        yield node
+
+
+@pytest.fixture
+def password_file(tmp_path):
+    def make(secret="cassandra", name="password"):
+        p = tmp_path / name
+        p.write_text(secret + "\n")
+        p.chmod(0o600)
+        return str(p)
+    return make
+
+
+@pytest.fixture
+def tunnel_config(cassandra, pki, password_file):
+    """A config for a tunnel in front of the node: override with kwargs
+    per section, e.g. tls={"ca_file": ...}."""
+    def make(**over):
+        sections = {
+            "listen": {"drain_timeout": "5s"},
+            "cluster": {"contact_points": "%s:%d" % (cassandra.host,
+                                                       cassandra.native_port),
+                        "connect_timeout": "3s",
+                        "handshake_timeout": "10s"},
+            "tls": {"ca_file": pki["ca_crt"],
+                    "cert_file": pki["client_crt"],
+                    "key_file": pki["client_key"]},
+            "auth": {"username": "cassandra",
+                     "password_file": password_file()},
+            "log": {"level": "debug"},
+        }
+        for section, keys in over.items():
+            sections.setdefault(section, {})
+            for k, v in keys.items():
+                if v is None:
+                    sections[section].pop(k, None)
+                else:
+                    sections[section][k] = v
+        return sections
+    return make
