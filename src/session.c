@@ -468,6 +468,16 @@ session_enter_relay(struct session *s)
 	bufferevent_setwatermark(s->app.bev, EV_READ, 0, 0);
 	session_track_init(s, &s->app);
 	session_track_init(s, &s->node);
+	if (s->hs.authenticator[0] != '\0' &&
+	    strcmp(s->hs.authenticator, s->sc->authenticator) != 0) {
+		log_info("node %s uses authenticator %s; %s",
+		    session_node_label(s), s->hs.authenticator, s->hs.injected ?
+		    (s->hs.dse ? "answering with SASL PLAIN (DSE mechanism "
+		    "exchange)" : "answering with a SASL PLAIN token") :
+		    "left to the app");
+		snprintf(s->sc->authenticator, sizeof(s->sc->authenticator),
+		    "%s", s->hs.authenticator);
+	}
 	log_debug("session %llu: handshake done (%s, authenticator %s%s)",
 	    (unsigned long long)s->id, cql_version_name(s->hs.version != 0 ?
 	    s->hs.version : s->hs.first_version),

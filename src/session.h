@@ -63,6 +63,7 @@ struct session_ctx {
 	unsigned		 nsessions;
 	uint64_t		 next_id;
 	uint64_t		 closed[SESSION_CLOSE_NREASONS];
+	char			 authenticator[128];	/* last one logged */
 	/* Called when the last session ends (for draining). */
 	void			(*on_idle)(void *arg);
 	void			*on_idle_arg;

@@ -52,7 +52,11 @@ def test_legacy_app_works(tmp_path, tunnel_config, version, compression):
         finally:
             c.shutdown()
         t.wait_log("credentials injected")
-        assert "org.apache.cassandra.auth.PasswordAuthenticator" in t.log()
+        assert ("info  node %s:%d uses authenticator org.apache.cassandra.auth."
+                "PasswordAuthenticator; answering with a SASL PLAIN token"
+                % (t.sections["cluster"]["contact_points"].split(":")[0],
+                   int(t.sections["cluster"]["contact_points"].split(":")[1]))
+                in t.log())
     # The password never appears in the log.
     assert "cassandra\n" not in t.log().replace("username cassandra", "")
 
