@@ -51,6 +51,7 @@ enum config_type {
 	CONFIG_T_STRING,	/* at most max bytes */
 	CONFIG_T_PATH,		/* relative to the config's directory */
 	CONFIG_T_CRED,		/* a credential: never echoed */
+	CONFIG_T_PREFIX,	/* IPv4 loopback network a.b.c.d/len */
 };
 
 /* Every key, in the order of config_keys[]. */
@@ -63,6 +64,9 @@ enum config_key_id {
 	CONFIG_K_CONTACT_POINTS,
 	CONFIG_K_CONNECT_TIMEOUT,
 	CONFIG_K_HANDSHAKE_TIMEOUT,
+	CONFIG_K_TOPOLOGY,
+	CONFIG_K_TRANSLATE_PREFIX,
+	CONFIG_K_LOCAL_DC,
 	CONFIG_K_CA_FILE,
 	CONFIG_K_CERT_FILE,
 	CONFIG_K_KEY_FILE,
@@ -154,6 +158,12 @@ static const struct config_choice config_version_choices[] = {
 	{ NULL, 0, false }
 };
 
+static const struct config_choice config_topology_choices[] = {
+	{ "translate", CONFIG_TOPOLOGY_TRANSLATE, false },
+	{ "pin", CONFIG_TOPOLOGY_PIN, false },
+	{ NULL, 0, false },
+};
+
 static const struct config_choice config_client_auth_choices[] = {
 	{ "none", CONFIG_CLIENT_AUTH_NONE, false },
 	{ "accept", CONFIG_CLIENT_AUTH_ACCEPT, false },
@@ -216,6 +226,22 @@ static const struct config_key config_keys[CONFIG_K_COUNT] = {
 		.type = CONFIG_T_DURATION,
 		.min = 10, .max = 5 * 60 * 1000,
 		.dflt = "10s",
+	},
+	[CONFIG_K_TOPOLOGY] = {
+		.section = "cluster", .name = "topology",
+		.type = CONFIG_T_ENUM,
+		.choices = config_topology_choices,
+		.dflt = "translate",
+	},
+	[CONFIG_K_TRANSLATE_PREFIX] = {
+		.section = "cluster", .name = "translate_prefix",
+		.type = CONFIG_T_PREFIX,
+		.dflt = "127.0.1.0/24",
+	},
+	[CONFIG_K_LOCAL_DC] = {
+		.section = "cluster", .name = "local_dc",
+		.type = CONFIG_T_STRING,
+		.max = 128,
 	},
 	[CONFIG_K_CA_FILE] = {
 		.section = "tls", .name = "ca_file",
@@ -623,6 +649,8 @@ config_string_field(struct config *c, enum config_key_id id)
 		return (&c->password_file);
 	case CONFIG_K_AUTHZID:
 		return (&c->authzid);
+	case CONFIG_K_LOCAL_DC:
+		return (&c->local_dc);
 	default:
 		break;
 	}
@@ -662,6 +690,9 @@ config_store_number(struct config *c, enum config_key_id id, uint64_t v)
 		break;
 	case CONFIG_K_CLIENT_AUTH:
 		c->client_auth = (enum config_client_auth)v;
+		break;
+	case CONFIG_K_TOPOLOGY:
+		c->topology = (enum config_topology)v;
 		break;
 	case CONFIG_K_LEVEL:
 		c->log_level = (enum log_level)v;
@@ -738,6 +769,53 @@ config_set_endpoints(struct config_parse *p, const struct config_key *k,
 		e->port = port;
 	}
 	free(list);
+}
+
+/*
+ * Parse "[cluster] translate_prefix": an IPv4 network inside 127.0.0.0/8
+ * with room for at least two addresses.
+ */
+static void
+config_set_prefix(struct config_parse *p, const struct config_key *k,
+    unsigned line, const char *value)
+{
+	char		 q[CONFIG_QUOTE_MAX], addr[INET_ADDRSTRLEN];
+	const char	*slash = strchr(value, '/');
+	struct in_addr	 in;
+	uint64_t	 bits;
+	uint32_t	 net, mask;
+	size_t		 n;
+
+	n = slash != NULL ? (size_t)(slash - value) : 0;
+	if (slash == NULL || n >= sizeof(addr) ||
+	    util_parse_uint(slash + 1, 8, 30, &bits) == -1) {
+		config_error(p, line, k, "invalid value %s (expected an IPv4 "
+		    "network such as 127.0.1.0/24, prefix length 8 to 30)",
+		    config_quote(value, q, sizeof(q)));
+		return;
+	}
+	memcpy(addr, value, n);
+	addr[n] = '\0';
+	if (inet_pton(AF_INET, addr, &in) != 1) {
+		config_error(p, line, k, "%s is not an IPv4 address",
+		    config_quote(addr, q, sizeof(q)));
+		return;
+	}
+	net = ntohl(in.s_addr);
+	mask = (uint32_t)(0xFFFFFFFFu << (32 - bits));
+	if ((net & 0xFF000000u) != 0x7F000000u) {
+		config_error(p, line, k, "%s is not a loopback network (use "
+		    "one inside 127.0.0.0/8)", config_quote(value, q,
+		    sizeof(q)));
+		return;
+	}
+	if ((net & ~mask) != 0) {
+		config_error(p, line, k, "%s has host bits set (did you mean "
+		    "a network address?)", config_quote(value, q, sizeof(q)));
+		return;
+	}
+	p->c->translate_net = net;
+	p->c->translate_bits = (unsigned)bits;
 }
 
 /* Parse ${value} for key ${k}, given at ${line} (0: the default). */
@@ -855,6 +933,9 @@ config_set(struct config_parse *p, const struct config_key *k,
 		sp = config_string_field(p->c, id);
 		free(*sp);
 		*sp = util_xstrdup(value);
+		return;
+	case CONFIG_T_PREFIX:
+		config_set_prefix(p, k, line, value);
 		return;
 	case CONFIG_T_PATH:
 		if ((k->flags & CONFIG_SYSTEM) && strcmp(value, "system") == 0) {
@@ -1171,6 +1252,13 @@ config_check(struct config_parse *p)
 		    "credentials, so set allow_remote = yes only if that is "
 		    "intended", c->listen_host);
 
+	if (c->topology == CONFIG_TOPOLOGY_TRANSLATE &&
+	    c->client_auth == CONFIG_CLIENT_AUTH_PASSTHROUGH)
+		config_error(p, p->lines[CONFIG_K_CLIENT_AUTH],
+		    &config_keys[CONFIG_K_CLIENT_AUTH], "passthrough leaves "
+		    "the handshake to the app, so addresses cannot be "
+		    "translated; set [cluster] topology = pin as well");
+
 	if (c->username != NULL && c->password_file != NULL)
 		config_read_password(p);
 }
@@ -1263,6 +1351,7 @@ config_free(struct config *c)
 	free(c->username);
 	free(c->password_file);
 	free(c->authzid);
+	free(c->local_dc);
 	free(c->origins);
 	util_wipe(c, sizeof(*c));
 	free(c);

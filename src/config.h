@@ -30,6 +30,11 @@ enum config_client_auth {
 	CONFIG_CLIENT_AUTH_PASSTHROUGH,	/* app's own handshake, TLS only */
 };
 
+enum config_topology {
+	CONFIG_TOPOLOGY_TRANSLATE,	/* one loopback address per node */
+	CONFIG_TOPOLOGY_PIN,		/* no rewriting; contact points only */
+};
+
 struct config_endpoint {
 	char		*host;		/* name or address, no brackets */
 	uint16_t	 port;
@@ -54,6 +59,10 @@ struct config {
 	size_t		 ncontact_points;
 	unsigned	 connect_timeout_ms;	/* default 5 s */
 	unsigned	 handshake_timeout_ms;	/* default 10 s */
+	enum config_topology topology;		/* default translate */
+	uint32_t	 translate_net;		/* host order, e.g. 127.0.1.0 */
+	unsigned	 translate_bits;	/* prefix length, 8..30 */
+	char		*local_dc;		/* optional */
 
 	/* [tls] */
 	char		*ca_file;		/* NULL when ca_system */

@@ -1,6 +1,7 @@
 /*
  * listener: accept apps' plaintext connections (see listener.h).
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include "listener.h"
 #include "log.h"
 #include "session.h"
+#include "upstream.h"
 #include "util.h"
 
 /* Pause after EMFILE/ENFILE before accepting again. */
@@ -23,6 +25,7 @@ struct listener {
 	struct event		*backoff;
 	struct session_ctx	*sc;
 	const struct config	*cfg;
+	struct upstream_node	*target;	/* NULL: the main listener */
 	char			 addr[UTIL_ADDRSTRLEN];
 	uint64_t		 refused;	/* over max_connections */
 	uint64_t		 last_refusal_log_ms;
@@ -52,7 +55,7 @@ listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 		evutil_closesocket(fd);
 		return;
 	}
-	session_start(l->sc, fd, sa, salen);
+	session_start(l->sc, fd, sa, salen, l->target);
 }
 
 /* Resume accepting after a back-off. */
@@ -88,11 +91,12 @@ listener_error_cb(struct evconnlistener *lev, void *arg)
 
 struct listener *
 listener_new(struct event_base *base, const struct config *c,
-    struct session_ctx *sc, char *err, size_t errlen)
+    struct session_ctx *sc, struct upstream_node *target, char *err,
+    size_t errlen)
 {
 	struct listener	*l;
 	struct addrinfo	 hints, *res;
-	char		 port[8];
+	char		 host[INET6_ADDRSTRLEN], port[8];
 	int		 rc;
 
 	memset(&hints, 0, sizeof(hints));
@@ -100,14 +104,24 @@ listener_new(struct event_base *base, const struct config *c,
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
 	snprintf(port, sizeof(port), "%u", (unsigned)c->listen_port);
-	if ((rc = getaddrinfo(c->listen_host, port, &hints, &res)) != 0) {
-		snprintf(err, errlen, "[listen] address %s: %s",
-		    c->listen_host, gai_strerror(rc));
+	if (target == NULL)
+		snprintf(host, sizeof(host), "%s", c->listen_host);
+	else if (inet_ntop(target->tunnel.len == 4 ? AF_INET : AF_INET6,
+	    target->tunnel.addr, host, sizeof(host)) == NULL) {
+		snprintf(err, errlen, "node %s has no tunnel address",
+		    target->host);
+		return (NULL);
+	}
+	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0) {
+		snprintf(err, errlen, "%s %s: %s", target == NULL ?
+		    "[listen] address" : "tunnel address", host,
+		    gai_strerror(rc));
 		return (NULL);
 	}
 	l = util_xcalloc(1, sizeof(*l));
 	l->sc = sc;
 	l->cfg = c;
+	l->target = target;
 	util_sockaddr_str(res->ai_addr, l->addr, sizeof(l->addr));
 	l->lev = evconnlistener_new_bind(base, listener_accept_cb, l,
 	    LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,

@@ -1,5 +1,6 @@
 /*
- * listener: the plaintext listening socket for apps.  Enforces
+ * listener: a plaintext listening socket for apps (the main one, or one
+ * per node in translate mode).  Enforces
  * [listen] max_connections and backs off on descriptor exhaustion instead
  * of failing.
  */
@@ -12,15 +13,19 @@
 
 struct config;
 struct session_ctx;
+struct upstream_node;
 struct listener;
 
 /*
- * listener_new(base, c, sc, err, errlen):
- * Bind and listen on [listen] address; accepted connections become
- * sessions in ${sc}.  Returns NULL with a reason in ${err}.
+ * listener_new(base, c, sc, target, err, errlen):
+ * Bind and listen on [listen] address (${target} NULL), or on the tunnel
+ * address of node ${target} (translate mode), with the listen port;
+ * accepted connections become sessions in ${sc} bound to ${target}.
+ * Returns NULL with a reason in ${err}.
  */
 struct listener *listener_new(struct event_base *base, const struct config *c,
-	    struct session_ctx *sc, char *err, size_t errlen);
+	    struct session_ctx *sc, struct upstream_node *target, char *err,
+	    size_t errlen);
 
 /* listener_free(l): stop accepting and close the socket; NULL is a no-op. */
 void	listener_free(struct listener *l);

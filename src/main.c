@@ -18,6 +18,7 @@
 #include "auth.h"
 #include "config.h"
 #include "config_build.h"
+#include "control.h"
 #include "listener.h"
 #include "log.h"
 #include "session.h"
@@ -31,6 +32,7 @@ struct daemon {
 	struct auth_creds	*creds;
 	struct upstream		*up;
 	struct listener		*listener;
+	struct control		*control;	/* translate mode */
 	struct session_ctx	 sc;
 	struct event		*sig_term, *sig_int, *sig_hup;
 	struct event		*drain_timer;
@@ -101,6 +103,7 @@ signal_stop_cb(evutil_socket_t sig, short what, void *arg)
 	d->draining = true;
 	listener_free(d->listener);
 	d->listener = NULL;
+	control_stop_listening(d->control);
 	if (d->sc.nsessions == 0) {
 		log_info("signal %d: no open sessions; exiting", (int)sig);
 		event_base_loopexit(d->base, NULL);
@@ -156,6 +159,7 @@ teardown(struct daemon *d)
 		listener_free(d->listener);
 		d->sc.on_idle = NULL;
 		session_close_all(&d->sc, SESSION_CLOSE_SHUTDOWN);
+		control_free(d->control);
 		if (d->drain_timer != NULL)
 			event_free(d->drain_timer);
 		if (d->sig_term != NULL)
@@ -236,11 +240,15 @@ main(int argc, char *argv[])
 		goto out;
 	}
 	session_ctx_init(&d.sc, d.base, d.cfg, d.tls, d.creds, d.up);
-	d.listener = listener_new(d.base, d.cfg, &d.sc, err, sizeof(err));
+	d.listener = listener_new(d.base, d.cfg, &d.sc, NULL, err,
+	    sizeof(err));
 	if (d.listener == NULL) {
 		log_error("%s", err);
 		goto out;
 	}
+	if (d.cfg->topology == CONFIG_TOPOLOGY_TRANSLATE)
+		d.control = control_new(d.base, d.cfg, d.tls, d.creds, d.up,
+		    &d.sc);
 	d.sig_term = evsignal_new(d.base, SIGTERM, signal_stop_cb, &d);
 	d.sig_int = evsignal_new(d.base, SIGINT, signal_stop_cb, &d);
 	d.sig_hup = evsignal_new(d.base, SIGHUP, signal_hup_cb, &d);
@@ -248,9 +256,10 @@ main(int argc, char *argv[])
 	evsignal_add(d.sig_int, NULL);
 	evsignal_add(d.sig_hup, NULL);
 
-	log_info("cqltunnel %s listening on %s; %zu contact point(s); TLS "
-	    "verify %s; credentials %s", CQLTUNNEL_VERSION,
+	log_info("cqltunnel %s listening on %s; %zu contact point(s); "
+	    "topology %s; TLS verify %s; credentials %s", CQLTUNNEL_VERSION,
 	    listener_address(d.listener), upstream_count(d.up),
+	    d.control != NULL ? "translate" : "pin",
 	    d.cfg->verify == CONFIG_VERIFY_FULL ? "full" :
 	    d.cfg->verify == CONFIG_VERIFY_CHAIN ? "chain" : "NONE",
 	    d.cfg->client_auth == CONFIG_CLIENT_AUTH_PASSTHROUGH ?

@@ -32,6 +32,7 @@
 #include "config.h"
 #include "cql_frame.h"
 #include "log.h"
+#include "relay.h"
 #include "session.h"
 #include "tls.h"
 #include "upstream.h"
@@ -48,12 +49,6 @@ struct session_half {
 	struct bufferevent	*bev;
 	uint64_t		 bytes;		/* read from this side */
 	bool			 throttled;	/* reading paused */
-	/* Frame boundary tracking (pre-v5 relay). */
-	bool			 track;
-	uint8_t			 hdr_len;
-	uint8_t			 hdr_have;
-	uint8_t			 hdr[CQL_HEADER_LEN];
-	uint64_t		 frame_left;
 };
 
 struct session {
@@ -65,6 +60,7 @@ struct session {
 	struct session_half	 node;
 
 	struct upstream_node	*unode;
+	struct upstream_node	*target;	/* per-node listener's node */
 	unsigned		 attempts;
 	evutil_socket_t		 node_fd;	/* while CONNECTING */
 	struct event		*connect_ev;
@@ -74,6 +70,8 @@ struct session {
 
 	struct auth_hs		 hs;
 	struct auth_sink	 sink;
+	struct relay		 relay;
+	bool			 relay_ready;
 
 	/* Node failure waiting for the app's first frame to be answered. */
 	bool			 node_failed;
@@ -223,6 +221,10 @@ session_close(struct session *s, enum session_close_reason reason)
 		bufferevent_free(s->node.bev);
 	if (s->pending != NULL)
 		evbuffer_free(s->pending);
+	if (s->relay_ready) {
+		sc->rewrites += s->relay.rewrites;
+		relay_free(&s->relay);
+	}
 	TAILQ_REMOVE(&sc->sessions, s, entry);
 	sc->nsessions--;
 	sc->closed[reason]++;
@@ -345,77 +347,39 @@ session_node_failed(struct session *s, enum session_close_reason reason,
 	}
 }
 
-/* Set up frame tracking for one side once the handshake is done. */
-static void
-session_track_init(struct session *s, struct session_half *h)
-{
-	uint8_t	 v = s->hs.version != 0 ? s->hs.version : s->hs.first_version;
-
-	h->track = !cql_version_has_segments(v);
-	h->hdr_len = (v == CQL_V1 || v == CQL_V2) ? CQL_HEADER_LEN_V1V2 :
-	    CQL_HEADER_LEN;
-	h->hdr_have = 0;
-	h->frame_left = 0;
-}
-
 /*
- * Walk the frame headers in the ${len} bytes about to be relayed from
- * ${h}, enforcing [listen] max_frame_size.  Returns 0, or -1 if the
- * session is closing.
+ * The relay failed on input from ${src}: tell the app why when the frame
+ * was its own, then close.
  */
-static int
-session_track(struct session *s, struct session_half *h, struct evbuffer *in,
-    size_t len)
+static void
+session_relay_failed(struct session *s, struct session_half *src)
 {
-	struct evbuffer_ptr	 ptr;
-	struct cql_header	 ch;
-	size_t			 off = 0, take;
+	const struct cql_header	*h = src == &s->app ? &s->relay.up.last :
+				    &s->relay.down.last;
+	const char		*who = src == &s->app ? "app" : "node";
 	uint8_t			 frame[512];
 	char			 msg[200];
-	int			 n;
+	size_t			 n;
+	int			 len;
 
-	while (off < len) {
-		if (h->frame_left > 0) {
-			take = len - off < h->frame_left ? len - off :
-			    (size_t)h->frame_left;
-			off += take;
-			h->frame_left -= take;
-			continue;
+	if (s->relay.error == RELAY_ERR_TOO_LARGE) {
+		session_detail(s, "%s sent a frame of %d bytes (%s "
+		    "max_frame_size is %u)", who, h->length, "[listen]",
+		    s->sc->cfg->max_frame_size);
+		if (src == &s->app) {
+			len = snprintf(msg, sizeof(msg), "cqltunnel: frame of "
+			    "%d bytes exceeds max_frame_size (%u)", h->length,
+			    s->sc->cfg->max_frame_size);
+			n = cql_build_error(frame, sizeof(frame), h->version,
+			    h->stream, CQL_ERR_PROTOCOL, msg, (size_t)len);
+			bufferevent_write(s->app.bev, frame, n);
 		}
-		take = h->hdr_len - h->hdr_have;
-		if (take > len - off)
-			take = len - off;
-		evbuffer_ptr_set(in, &ptr, off, EVBUFFER_PTR_SET);
-		evbuffer_copyout_from(in, &ptr, h->hdr + h->hdr_have, take);
-		h->hdr_have += (uint8_t)take;
-		off += take;
-		if (h->hdr_have < h->hdr_len)
-			break;
-		h->hdr_have = 0;
-		if (cql_header_parse(h->hdr, h->hdr_len, &ch) <= 0 ||
-		    (uint32_t)ch.length > s->sc->cfg->max_frame_size) {
-			bool from_app = h == &s->app;
-
-			session_detail(s, "%s sent a frame of %d bytes (%s "
-			    "max_frame_size is %u)", from_app ? "app" : "node",
-			    ch.length, "[listen]", s->sc->cfg->max_frame_size);
-			if (from_app) {
-				n = snprintf(msg, sizeof(msg), "cqltunnel: "
-				    "frame of %d bytes exceeds max_frame_size "
-				    "(%u)", ch.length,
-				    s->sc->cfg->max_frame_size);
-				take = cql_build_error(frame, sizeof(frame),
-				    ch.version, ch.stream, CQL_ERR_PROTOCOL, msg,
-				    (size_t)n);
-				bufferevent_write(s->app.bev, frame, take);
-			}
-			session_flush_close(s, &s->app,
-			    SESSION_CLOSE_FRAME_TOO_LARGE);
-			return (-1);
-		}
-		h->frame_left = (uint64_t)ch.length;
+		session_flush_close(s, &s->app, SESSION_CLOSE_FRAME_TOO_LARGE);
+		return;
 	}
-	return (0);
+	session_detail(s, "%s: %s", who, relay_error_name(s->relay.error));
+	session_flush_close(s, &s->app, s->relay.error == RELAY_ERR_NOMEM ?
+	    SESSION_CLOSE_INTERNAL : SESSION_CLOSE_PROTOCOL);
 }
 
 /* Move what ${src} has read to ${dst}'s output; pause ${src} if needed. */
@@ -425,14 +389,16 @@ session_relay(struct session *s, struct session_half *src,
 {
 	struct evbuffer	*in = bufferevent_get_input(src->bev);
 	struct evbuffer	*out = bufferevent_get_output(dst->bev);
-	size_t		 len = evbuffer_get_length(in);
+	ssize_t		 moved;
 
-	if (len == 0)
+	if (evbuffer_get_length(in) == 0)
 		return;
-	if (src->track && session_track(s, src, in, len) == -1)
+	moved = relay_move(&s->relay, src == &s->app, in, out);
+	if (moved < 0) {
+		session_relay_failed(s, src);
 		return;
-	src->bytes += len;
-	evbuffer_add_buffer(out, in);
+	}
+	src->bytes += (uint64_t)moved;
 	if (evbuffer_get_length(out) >= SESSION_HIGH_WATER &&
 	    !src->throttled) {
 		src->throttled = true;
@@ -466,8 +432,12 @@ session_enter_relay(struct session *s)
 	s->state = SESSION_RELAY;
 	evtimer_del(s->timer);
 	bufferevent_setwatermark(s->app.bev, EV_READ, 0, 0);
-	session_track_init(s, &s->app);
-	session_track_init(s, &s->node);
+	relay_init(&s->relay, s->hs.version != 0 ? s->hs.version :
+	    s->hs.first_version, s->hs.compression == AUTH_COMP_LZ4 ?
+	    RELAY_COMP_LZ4 : s->hs.compression == AUTH_COMP_SNAPPY ?
+	    RELAY_COMP_SNAPPY : RELAY_COMP_NONE, s->sc->rw,
+	    s->sc->cfg->max_frame_size);
+	s->relay_ready = true;
 	if (s->hs.authenticator[0] != '\0' &&
 	    strcmp(s->hs.authenticator, s->sc->authenticator) != 0) {
 		log_info("node %s uses authenticator %s; %s",
@@ -794,7 +764,7 @@ session_connect_failed(struct session *s, enum session_close_reason reason,
 	}
 	evutil_closesocket(s->node_fd);
 	s->node_fd = -1;
-	if (++s->attempts < upstream_count(s->sc->up)) {
+	if (s->target == NULL && ++s->attempts < upstream_count(s->sc->up)) {
 		session_connect(s);
 		return;
 	}
@@ -839,8 +809,12 @@ session_connect(struct session *s)
 	struct timeval		 tv;
 	int			 one = 1;
 
-	n = upstream_pick(sc->up, s->unode);
-	if (n == NULL) {
+	if (s->target != NULL)
+		n = s->target;
+	else
+		n = upstream_pick(sc->up, sc->rw != NULL ?
+		    upstream_node_at(sc->up, 0) : NULL, s->unode);
+	if (n == NULL || !n->resolved) {
 		session_node_failed(s, SESSION_CLOSE_NO_NODE,
 		    "no contact point has an address");
 		return;
@@ -911,7 +885,7 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 void
 session_start(struct session_ctx *sc, evutil_socket_t fd,
-    const struct sockaddr *sa, int salen)
+    const struct sockaddr *sa, int salen, struct upstream_node *target)
 {
 	struct session	*s;
 	int		 one = 1;
@@ -925,6 +899,7 @@ session_start(struct session_ctx *sc, evutil_socket_t fd,
 	s->sc = sc;
 	s->id = ++sc->next_id;
 	s->node_fd = -1;
+	s->target = target;
 	s->started_ms = util_now_ms();
 	util_sockaddr_str(sa, s->app_addr, sizeof(s->app_addr));
 	auth_hs_init(&s->hs, sc->creds);

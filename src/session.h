@@ -21,6 +21,8 @@ struct config;
 struct tls_ctx;
 struct auth_creds;
 struct upstream;
+struct upstream_node;
+struct topo_rewriter;
 struct session;
 
 enum session_state {
@@ -59,10 +61,12 @@ struct session_ctx {
 	struct tls_ctx		*tls;
 	struct auth_creds	*creds;
 	struct upstream		*up;
+	const struct topo_rewriter *rw;		/* translate mode, else NULL */
 	struct session_list	 sessions;
 	unsigned		 nsessions;
 	uint64_t		 next_id;
 	uint64_t		 closed[SESSION_CLOSE_NREASONS];
+	uint64_t		 rewrites;	/* by closed sessions */
 	char			 authenticator[128];	/* last one logged */
 	/* Called when the last session ends (for draining). */
 	void			(*on_idle)(void *arg);
@@ -75,12 +79,14 @@ void	session_ctx_init(struct session_ctx *sc, struct event_base *base,
 	    struct auth_creds *creds, struct upstream *up);
 
 /*
- * session_start(sc, fd, sa, salen):
- * Take over the accepted app socket ${fd} and start connecting to a node.
+ * session_start(sc, fd, sa, salen, target):
+ * Take over the accepted app socket ${fd} and start connecting to a node:
+ * ${target} only (a per-node listener), or else a contact point with
+ * failover (in translate mode the first contact point's node first).
  * On failure the socket is closed.
  */
 void	session_start(struct session_ctx *sc, evutil_socket_t fd,
-	    const struct sockaddr *sa, int salen);
+	    const struct sockaddr *sa, int salen, struct upstream_node *target);
 
 /* session_close(s, reason): the one way a session ends. */
 void	session_close(struct session *s, enum session_close_reason reason);

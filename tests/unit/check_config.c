@@ -188,6 +188,10 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(c->contact_points[0].port, 9042);
 	ck_assert_uint_eq(c->connect_timeout_ms, 5000);
 	ck_assert_uint_eq(c->handshake_timeout_ms, 10000);
+	ck_assert_int_eq(c->topology, CONFIG_TOPOLOGY_TRANSLATE);
+	ck_assert_uint_eq(c->translate_net, 0x7F000100u);
+	ck_assert_uint_eq(c->translate_bits, 24);
+	ck_assert_ptr_null(c->local_dc);
 	ck_assert_str_eq(c->ca_file, DATA("ca.pem"));
 	ck_assert(!c->ca_system);
 	ck_assert_ptr_null(c->cert_file);
@@ -228,6 +232,10 @@ START_TEST(test_full)
 	ck_assert_uint_eq(c->contact_points[2].port, 9044);
 	ck_assert_uint_eq(c->connect_timeout_ms, 120000);
 	ck_assert_uint_eq(c->handshake_timeout_ms, 7000);
+	ck_assert_int_eq(c->topology, CONFIG_TOPOLOGY_PIN);
+	ck_assert_uint_eq(c->translate_net, 0x7F000200u);
+	ck_assert_uint_eq(c->translate_bits, 28);
+	ck_assert_str_eq(c->local_dc, "dc-east");
 	ck_assert(c->ca_system);
 	ck_assert_ptr_null(c->ca_file);
 	ck_assert_str_eq(c->cert_file, DATA("certs/client.pem"));
@@ -250,13 +258,13 @@ START_TEST(test_where)
 	char		 buf[512];
 
 	ck_assert_str_eq(config_where(c, "tls", "verify", buf, sizeof(buf)),
-	    DATA("good-full.ini") ":20: [tls] verify");
+	    DATA("good-full.ini") ":23: [tls] verify");
 	ck_assert_str_eq(config_where(c, "cluster", "contact_points", buf,
 	    sizeof(buf)), DATA("good-full.ini") ":10: [cluster] contact_points");
 	ck_assert_str_eq(config_where(c, "auth", "username", buf,
 	    sizeof(buf)), DATA("good-full.ini") ": [auth] username");
 	ck_assert_str_eq(config_where(c, "auth", "client_auth", buf,
-	    sizeof(buf)), DATA("good-full.ini") ":27: [auth] client_auth");
+	    sizeof(buf)), DATA("good-full.ini") ":30: [auth] client_auth");
 	config_free(c);
 
 	c = load_good(DATA("good-minimal.ini"));
@@ -416,6 +424,62 @@ START_TEST(test_values)
 	want("bad-values.ini:16: [log] level: invalid value \"loud\" (expected "
 	    "error, warn, info or debug)");
 	want_n(12);
+}
+END_TEST
+
+START_TEST(test_topology)
+{
+	struct config	*c;
+
+	c = load_with("[cluster]\ntopology = translate\n"
+	    "translate_prefix = 127.10.0.0/16\n");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->topology, CONFIG_TOPOLOGY_TRANSLATE);
+	ck_assert_uint_eq(c->translate_net, 0x7F0A0000u);
+	ck_assert_uint_eq(c->translate_bits, 16);
+	config_free(c);
+
+	ck_assert_ptr_null(load_with("[cluster]\ntopology = single\n"));
+	want("t.ini:6: [cluster] topology: invalid value \"single\" "
+	    "(expected translate or pin)");
+	config_errors_free(&errs);
+
+	ck_assert_ptr_null(load_with("[cluster]\n"
+	    "translate_prefix = 10.0.1.0/24\n"));
+	want("t.ini:6: [cluster] translate_prefix: \"10.0.1.0/24\" is not a "
+	    "loopback network (use one inside 127.0.0.0/8)");
+	config_errors_free(&errs);
+
+	ck_assert_ptr_null(load_with("[cluster]\n"
+	    "translate_prefix = 127.0.1.7/24\n"));
+	want("t.ini:6: [cluster] translate_prefix: \"127.0.1.7/24\" has host "
+	    "bits set");
+	config_errors_free(&errs);
+
+	ck_assert_ptr_null(load_with("[cluster]\n"
+	    "translate_prefix = 127.0.1.0/31\n"));
+	want("t.ini:6: [cluster] translate_prefix: invalid value "
+	    "\"127.0.1.0/31\" (expected an IPv4 network such as "
+	    "127.0.1.0/24, prefix length 8 to 30)");
+	config_errors_free(&errs);
+
+	ck_assert_ptr_null(load_with("[cluster]\n"
+	    "translate_prefix = 127.0.1.0\n"));
+	want("t.ini:6: [cluster] translate_prefix: invalid value");
+	config_errors_free(&errs);
+
+	ck_assert_ptr_null(load_with("[cluster]\n"
+	    "translate_prefix = 127.0.1/24\n"));
+	want("t.ini:6: [cluster] translate_prefix: \"127.0.1\" is not an "
+	    "IPv4 address");
+	config_errors_free(&errs);
+
+	/* passthrough needs pin: the error names the client_auth line. */
+	ck_assert_ptr_null(load_with("[auth]\nclient_auth = passthrough\n"));
+	want("t.ini:6: [auth] client_auth: passthrough leaves the handshake to "
+	    "the app, so addresses cannot be translated; set [cluster] "
+	    "topology = pin as well");
+	want_n(1);
 }
 END_TEST
 
@@ -888,7 +952,8 @@ START_TEST(test_passthrough_with_creds)
 
 	put("pw", "pw\n", 3, 0600);
 	c = load_with("[auth]\nusername = app\npassword_file = pw\n"
-	    "authzid = other\nclient_auth = passthrough\n");
+	    "authzid = other\nclient_auth = passthrough\n"
+	    "[cluster]\ntopology = pin\n");
 	ck_assert_ptr_nonnull(c);
 	ck_assert_int_eq(c->client_auth, CONFIG_CLIENT_AUTH_PASSTHROUGH);
 	ck_assert_str_eq(c->authzid, "other");
@@ -927,7 +992,8 @@ START_TEST(test_shipped_example)
 	static const char *const keys[] = {
 		"address", "allow_remote", "max_connections", "drain_timeout",
 		"max_frame_size", "contact_points", "connect_timeout",
-		"handshake_timeout", "ca_file", "cert_file", "key_file",
+		"handshake_timeout", "topology", "translate_prefix",
+		"local_dc", "ca_file", "cert_file", "key_file",
 		"key_password_file", "verify", "server_name", "min_version",
 		"ciphers", "ciphersuites", "username", "password_file",
 		"authzid", "client_auth", "level",
@@ -997,6 +1063,7 @@ config_suite(void)
 	tcase_add_test(tc, test_long_line_crlf);
 	tcase_add_test(tc, test_syntax);
 	tcase_add_test(tc, test_values);
+	tcase_add_test(tc, test_topology);
 	tcase_add_test(tc, test_listen_loopback);
 	tcase_add_test(tc, test_listen_addresses);
 	tcase_add_test(tc, test_limits);

@@ -1,0 +1,733 @@
+/*
+ * relay: moving and, in translate mode, rewriting CQL traffic (see
+ * relay.h).
+ *
+ * v3/v4/DSE: frames are walked header by header.  A frame that cannot
+ * carry an address is passed on as it arrives (frame_left counts what is
+ * still to come).  A RESULT is classified from the first bytes of its body;
+ * only a topology result, an EVENT, or an EXECUTE of a remembered topology
+ * statement waits until it is complete, is rewritten, and is written out
+ * uncompressed (the compression flag is per frame, so every driver accepts
+ * that).
+ *
+ * v5: traffic is a sequence of segments.  A self-contained segment holds
+ * whole envelopes; an envelope too large for one segment spans several
+ * non-self-contained ones.  Segments are handled whole.  When an envelope
+ * has to change, the segment's payload is checked (CRC32), the envelopes
+ * are rewritten, and the result is re-encoded as uncompressed segments
+ * with fresh checksums.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include <event2/buffer.h>
+
+#include "cql_frame.h"
+#include "relay.h"
+#include "topology.h"
+
+/* Bytes of a RESULT body read to classify it. */
+#define RELAY_PEEK		1024
+
+enum inspect_rc {
+	INSPECT_PASS,		/* pass the frame on verbatim */
+	INSPECT_DONE,		/* consumed and written out */
+	INSPECT_WAIT,		/* more input needed */
+	INSPECT_ERROR,
+};
+
+const char *
+relay_error_name(enum relay_error e)
+{
+	switch (e) {
+	case RELAY_OK:
+		return ("ok");
+	case RELAY_ERR_TOO_LARGE:
+		return ("frame too large");
+	case RELAY_ERR_CORRUPT:
+		return ("corrupt frame or segment");
+	case RELAY_ERR_NOMEM:
+		return ("out of memory");
+	}
+	return ("unknown");
+}
+
+void
+relay_init(struct relay *r, uint8_t version, enum relay_compression comp,
+    const struct topo_rewriter *rw, uint32_t max_frame)
+{
+	memset(r, 0, sizeof(*r));
+	r->version = version;
+	r->segments = cql_version_has_segments(version);
+	r->seg_fmt = comp == RELAY_COMP_LZ4 ? CQL_SEG_LZ4 : CQL_SEG_CRC;
+	r->comp = comp;
+	r->hdr_len = (version == CQL_V1 || version == CQL_V2) ?
+	    CQL_HEADER_LEN_V1V2 : CQL_HEADER_LEN;
+	r->max_frame = max_frame;
+	r->rw = rw;
+	r->up.from_app = true;
+}
+
+void
+relay_free(struct relay *r)
+{
+	free(r->in.p);
+	free(r->out.p);
+	free(r->seg.p);
+	if (r->up.assembly != NULL)
+		evbuffer_free(r->up.assembly);
+	if (r->down.assembly != NULL)
+		evbuffer_free(r->down.assembly);
+	memset(r, 0, sizeof(*r));
+}
+
+/* Make ${b} hold at least ${n} bytes. */
+static bool
+buf_reserve(struct relay *r, struct relay_buf *b, size_t n)
+{
+	uint8_t	*p;
+	size_t	 cap;
+
+	if (b->cap >= n)
+		return (true);
+	cap = b->cap != 0 ? b->cap : 4096;
+	while (cap < n)
+		cap *= 2;
+	if ((p = realloc(b->p, cap)) == NULL) {
+		r->error = RELAY_ERR_NOMEM;
+		return (false);
+	}
+	b->p = p;
+	b->cap = cap;
+	return (true);
+}
+
+/* Whether frames with this opcode, in this direction, can need a rewrite. */
+static bool
+opcode_interesting(const struct relay *r, const struct relay_dir *d,
+    uint8_t opcode)
+{
+	if (d->from_app)
+		return (opcode == CQL_OP_EXECUTE && r->rw->prepared->n > 0);
+	return (opcode == CQL_OP_RESULT || opcode == CQL_OP_EVENT);
+}
+
+/*
+ * Decide from the first ${have} bytes of a body of ${total} whether the
+ * whole body is needed.  Returns 1 or 0, or -2 with *need set.
+ */
+static int
+envelope_wants(const struct relay *r, const struct relay_dir *d,
+    const struct cql_header *h, const uint8_t *p, size_t have, size_t total,
+    size_t *need)
+{
+	enum topo_table	 table;
+	int32_t		 kind;
+	uint8_t		 copy[2 + TOPO_ID_MAX + 2 + TOPO_ID_MAX + 2 + 4];
+	size_t		 n;
+	int		 rc;
+
+	if (!opcode_interesting(r, d, h->opcode))
+		return (0);
+	switch (h->opcode) {
+	case CQL_OP_EVENT:
+		return (1);
+	case CQL_OP_RESULT:
+		rc = topo_result_classify(r->version, p, have, total, &table,
+		    &kind, need);
+		return (rc == -1 ? 0 : rc);
+	case CQL_OP_EXECUTE:
+		/* Check a copy: only the id and flags matter here. */
+		n = have < sizeof(copy) ? have : sizeof(copy);
+		memcpy(copy, p, n);
+		rc = topo_execute_need_metadata(r->rw->prepared, r->version,
+		    copy, n);
+		if (rc == -2 && have < total) {
+			*need = total < sizeof(copy) ? total : sizeof(copy);
+			return (-2);
+		}
+		return (rc == 1);
+	default:
+		return (0);
+	}
+}
+
+/*
+ * Rewrite one complete envelope body.  Returns 1 with the new body in
+ * *nb and *nl (possibly ${body} itself, changed in place), 0 if it stays as it
+ * is, -1 on error (r->error set).
+ */
+static int
+envelope_rewrite(struct relay *r, const struct relay_dir *d,
+    const struct cql_header *h, uint8_t *body, size_t blen,
+    const uint8_t **nb, size_t *nl)
+{
+	enum topo_table	 table;
+	int32_t		 kind;
+	size_t		 need = 0;
+	ssize_t		 n;
+
+	if (d->from_app) {
+		if (h->opcode != CQL_OP_EXECUTE ||
+		    topo_execute_need_metadata(r->rw->prepared, r->version,
+		    body, blen) != 1)
+			return (0);
+		*nb = body;
+		*nl = blen;
+		return (1);
+	}
+	if (h->opcode == CQL_OP_EVENT) {
+		if (!buf_reserve(r, &r->out, blen + 32))
+			return (-1);
+		n = topo_rewrite_event(r->rw, body, blen, r->out.p, r->out.cap);
+		if (n <= 0 || ((size_t)n == blen &&
+		    memcmp(body, r->out.p, blen) == 0))
+			return (0);
+		*nb = r->out.p;
+		*nl = (size_t)n;
+		return (1);
+	}
+	if (h->opcode != CQL_OP_RESULT ||
+	    topo_result_classify(r->version, body, blen, blen, &table, &kind,
+	    &need) != 1)
+		return (0);
+	if (kind == TOPO_RESULT_PREPARED) {
+		(void)topo_prepared_learn(r->rw->prepared, r->version, body,
+		    blen);
+		return (0);
+	}
+	if (!buf_reserve(r, &r->out, blen + 256))
+		return (-1);
+	n = topo_rewrite_rows(r->rw, r->version, body, blen, r->out.p,
+	    r->out.cap, &need);
+	if (n == -2) {
+		if (!buf_reserve(r, &r->out, need))
+			return (-1);
+		n = topo_rewrite_rows(r->rw, r->version, body, blen, r->out.p,
+		    r->out.cap, &need);
+	}
+	if (n < 0)
+		return (0);	/* malformed: leave it to the app */
+	*nb = r->out.p;
+	*nl = (size_t)n;
+	return (1);
+}
+
+/* Uncompressed length announced by a snappy stream (its varint). */
+static bool
+snappy_length(const uint8_t *p, size_t n, size_t *len)
+{
+	uint64_t	 v = 0;
+	size_t		 i;
+
+	for (i = 0; i < n && i < 5; i++) {
+		v |= (uint64_t)(p[i] & 0x7F) << (7 * i);
+		if ((p[i] & 0x80) == 0) {
+			*len = (size_t)v;
+			return (true);
+		}
+	}
+	return (false);
+}
+
+/* Decompress a v3/v4 body into r->in.  Returns its length or -1. */
+static ssize_t
+body_decompress(struct relay *r, const uint8_t *body, size_t n)
+{
+	size_t		 ulen;
+	ssize_t		 got;
+
+	if (r->comp == RELAY_COMP_LZ4) {
+		if (n < 4)
+			return (-1);
+		ulen = (size_t)body[0] << 24 | (size_t)body[1] << 16 |
+		    (size_t)body[2] << 8 | body[3];
+	} else if (!snappy_length(body, n, &ulen))
+		return (-1);
+	if (ulen > r->max_frame) {
+		r->error = RELAY_ERR_TOO_LARGE;
+		return (-1);
+	}
+	if (!buf_reserve(r, &r->in, ulen + 1))
+		return (-1);
+	got = r->comp == RELAY_COMP_LZ4 ?
+	    cql_lz4_body_decompress(body, n, r->in.p, r->in.cap) :
+	    cql_snappy_decompress(body, n, r->in.p, r->in.cap);
+	if (got < 0)
+		r->error = RELAY_ERR_CORRUPT;
+	return (got);
+}
+
+/* Write a v3/v4 frame with a new (uncompressed) body and drain the old. */
+static void
+frame_emit(struct relay *r, struct evbuffer *in, struct evbuffer *out,
+    const struct cql_header *h, size_t total, const uint8_t *body, size_t n)
+{
+	struct cql_header	 nh = *h;
+	uint8_t			 hdr[CQL_HEADER_LEN];
+	size_t			 hl;
+
+	nh.flags &= (uint8_t)~CQL_FLAG_COMPRESSION;
+	nh.length = (int32_t)n;
+	hl = cql_header_write(hdr, &nh);
+	evbuffer_add(out, hdr, hl);
+	evbuffer_add(out, body, n);
+	evbuffer_drain(in, total);
+	r->rewrites++;
+}
+
+/* Inspect a v3/v4 frame whose header is at the front of ${in}. */
+static enum inspect_rc
+frame_inspect(struct relay *r, struct relay_dir *d, struct evbuffer *in,
+    struct evbuffer *out, const struct cql_header *h)
+{
+	struct evbuffer_ptr	 ptr;
+	size_t			 avail = evbuffer_get_length(in);
+	size_t			 blen = (size_t)h->length;
+	size_t			 total = r->hdr_len + blen, want, need = 0;
+	const uint8_t		*nb;
+	uint8_t			*p, *body;
+	size_t			 nl;
+	ssize_t			 dl;
+	int			 rc;
+
+	if ((h->flags & CQL_FLAG_COMPRESSION) && r->comp != RELAY_COMP_NONE) {
+		if (avail < total)
+			return (INSPECT_WAIT);
+		if ((p = evbuffer_pullup(in, (ssize_t)total)) == NULL) {
+			r->error = RELAY_ERR_NOMEM;
+			return (INSPECT_ERROR);
+		}
+		if ((dl = body_decompress(r, p + r->hdr_len, blen)) < 0)
+			return (INSPECT_ERROR);
+		body = r->in.p;
+		blen = (size_t)dl;
+		if (envelope_wants(r, d, h, body, blen, blen, &need) != 1)
+			return (INSPECT_PASS);
+	} else {
+		want = blen < RELAY_PEEK ? blen : RELAY_PEEK;
+		for (;;) {
+			if (avail - r->hdr_len < want)
+				return (INSPECT_WAIT);
+			if (!buf_reserve(r, &r->in, want + 1))
+				return (INSPECT_ERROR);
+			evbuffer_ptr_set(in, &ptr, r->hdr_len,
+			    EVBUFFER_PTR_SET);
+			evbuffer_copyout_from(in, &ptr, r->in.p, want);
+			rc = envelope_wants(r, d, h, r->in.p, want, blen, &need);
+			if (rc != -2 || need <= want)
+				break;
+			want = need;
+		}
+		if (rc != 1)
+			return (INSPECT_PASS);
+		if (avail < total)
+			return (INSPECT_WAIT);
+		if ((p = evbuffer_pullup(in, (ssize_t)total)) == NULL) {
+			r->error = RELAY_ERR_NOMEM;
+			return (INSPECT_ERROR);
+		}
+		body = p + r->hdr_len;
+	}
+	rc = envelope_rewrite(r, d, h, body, blen, &nb, &nl);
+	if (rc < 0)
+		return (INSPECT_ERROR);
+	if (rc == 0)
+		return (INSPECT_PASS);
+	frame_emit(r, in, out, h, total, nb, nl);
+	return (INSPECT_DONE);
+}
+
+/* v3/v4/DSE traffic. */
+static ssize_t
+move_frames(struct relay *r, struct relay_dir *d, struct evbuffer *in,
+    struct evbuffer *out)
+{
+	struct cql_header	 ch;
+	uint8_t			 hdr[CQL_HEADER_LEN];
+	size_t			 avail, n, total;
+	ssize_t			 moved = 0;
+
+	for (;;) {
+		avail = evbuffer_get_length(in);
+		if (avail == 0)
+			break;
+		if (d->frame_left > 0) {
+			n = avail < d->frame_left ? avail :
+			    (size_t)d->frame_left;
+			evbuffer_remove_buffer(in, out, n);
+			d->frame_left -= n;
+			moved += (ssize_t)n;
+			continue;
+		}
+		if (avail < r->hdr_len)
+			break;
+		evbuffer_copyout(in, hdr, r->hdr_len);
+		if (cql_header_parse(hdr, r->hdr_len, &ch) <= 0) {
+			r->error = RELAY_ERR_CORRUPT;
+			return (-1);
+		}
+		d->last = ch;
+		if ((uint32_t)ch.length > r->max_frame) {
+			r->error = RELAY_ERR_TOO_LARGE;
+			return (-1);
+		}
+		total = r->hdr_len + (size_t)ch.length;
+		if (r->rw == NULL || !opcode_interesting(r, d, ch.opcode)) {
+			d->frame_left = total;
+			continue;
+		}
+		switch (frame_inspect(r, d, in, out, &ch)) {
+		case INSPECT_PASS:
+			d->frame_left = total;
+			break;
+		case INSPECT_DONE:
+			moved += (ssize_t)total;
+			break;
+		case INSPECT_WAIT:
+			return (moved);
+		case INSPECT_ERROR:
+			return (-1);
+		}
+	}
+	return (moved);
+}
+
+/* Append one segment carrying ${n} bytes of ${p} to ${out}. */
+static bool
+segment_emit(struct relay *r, struct evbuffer *out, const uint8_t *p,
+    size_t n, bool self_contained)
+{
+	size_t	 len;
+
+	if (!buf_reserve(r, &r->seg, n + CQL_SEG_LZ4_HEADER + CQL_SEG_TRAILER))
+		return (false);
+	len = cql_segment_encode(r->seg_fmt, p, n, self_contained, r->seg.p,
+	    r->seg.cap);
+	if (len == 0) {
+		r->error = RELAY_ERR_CORRUPT;
+		return (false);
+	}
+	evbuffer_add(out, r->seg.p, len);
+	return (true);
+}
+
+/*
+ * Encode a payload of whole envelopes as segments: as many envelopes per
+ * self-contained segment as fit, a larger envelope split over
+ * non-self-contained ones.
+ */
+static bool
+envelopes_emit(struct relay *r, struct evbuffer *out, const uint8_t *p,
+    size_t n)
+{
+	struct cql_header	 ch;
+	size_t			 start = 0, off = 0, len, chunk;
+
+	while (off < n) {
+		if (cql_header_parse(p + off, n - off, &ch) <= 0)
+			return (false);
+		len = CQL_HEADER_LEN + (size_t)ch.length;
+		if (len > CQL_SEG_MAX_PAYLOAD) {
+			if (off > start && !segment_emit(r, out, p + start,
+			    off - start, true))
+				return (false);
+			for (start = off; start < off + len; start += chunk) {
+				chunk = off + len - start;
+				if (chunk > CQL_SEG_MAX_PAYLOAD)
+					chunk = CQL_SEG_MAX_PAYLOAD;
+				if (!segment_emit(r, out, p + start, chunk,
+				    false))
+					return (false);
+			}
+			off = start;
+			continue;
+		}
+		if (off + len - start > CQL_SEG_MAX_PAYLOAD) {
+			if (!segment_emit(r, out, p + start, off - start, true))
+				return (false);
+			start = off;
+		}
+		off += len;
+	}
+	if (off > start && !segment_emit(r, out, p + start, off - start, true))
+		return (false);
+	return (true);
+}
+
+/* Decode (and check) the segment at the front of ${in} into r->in. */
+static ssize_t
+segment_decode(struct relay *r, struct evbuffer *in,
+    const struct cql_segment *seg)
+{
+	uint8_t	*p;
+	ssize_t	 n;
+
+	if ((p = evbuffer_pullup(in, (ssize_t)seg->total_len)) == NULL) {
+		r->error = RELAY_ERR_NOMEM;
+		return (-1);
+	}
+	if (!buf_reserve(r, &r->in, CQL_SEG_MAX_PAYLOAD + 1))
+		return (-1);
+	n = cql_segment_decode(r->seg_fmt, p, seg->total_len, seg, r->in.p,
+	    r->in.cap);
+	if (n < 0)
+		r->error = RELAY_ERR_CORRUPT;
+	return (n);
+}
+
+/*
+ * Walk the envelopes of a self-contained payload.  With ${out} NULL, only
+ * report (1) whether one of them needs rewriting.  Otherwise build the new
+ * payload in r->out and report whether anything changed.  -1 on error.
+ */
+static int
+payload_walk(struct relay *r, struct relay_dir *d, uint8_t *p, size_t n,
+    struct evbuffer *build)
+{
+	struct cql_header	 ch;
+	const uint8_t		*nb;
+	size_t			 off = 0, len, nl, need;
+	int			 rc, changed = 0;
+	uint8_t			 hdr[CQL_HEADER_LEN];
+
+	while (off < n) {
+		if (cql_header_parse(p + off, n - off, &ch) <= 0 ||
+		    (size_t)ch.length > n - off - CQL_HEADER_LEN) {
+			r->error = RELAY_ERR_CORRUPT;
+			return (-1);
+		}
+		d->last = ch;
+		len = CQL_HEADER_LEN + (size_t)ch.length;
+		if (build == NULL) {
+			if (envelope_wants(r, d, &ch, p + off + CQL_HEADER_LEN,
+			    (size_t)ch.length, (size_t)ch.length, &need) == 1)
+				return (1);
+			off += len;
+			continue;
+		}
+		rc = envelope_wants(r, d, &ch, p + off + CQL_HEADER_LEN,
+		    (size_t)ch.length, (size_t)ch.length, &need) == 1 ?
+		    envelope_rewrite(r, d, &ch, p + off + CQL_HEADER_LEN,
+		    (size_t)ch.length, &nb, &nl) : 0;
+		if (rc < 0)
+			return (-1);
+		if (rc == 1) {
+			ch.length = (int32_t)nl;
+			evbuffer_add(build, hdr, cql_header_write(hdr, &ch));
+			evbuffer_add(build, nb, nl);
+			changed = 1;
+			r->rewrites++;
+		} else
+			evbuffer_add(build, p + off, len);
+		off += len;
+	}
+	return (changed);
+}
+
+/* Emit the envelopes in ${build} as segments; empties it. */
+static bool
+build_emit(struct relay *r, struct evbuffer *build, struct evbuffer *out)
+{
+	size_t	 n = evbuffer_get_length(build);
+	uint8_t	*p;
+	bool	 ok;
+
+	if (n == 0)
+		return (true);
+	if ((p = evbuffer_pullup(build, (ssize_t)n)) == NULL) {
+		r->error = RELAY_ERR_NOMEM;
+		return (false);
+	}
+	ok = envelopes_emit(r, out, p, n);
+	evbuffer_drain(build, n);
+	return (ok);
+}
+
+/* A large envelope has arrived whole in d->assembly: rewrite and emit. */
+static bool
+assembly_finish(struct relay *r, struct relay_dir *d, struct evbuffer *out)
+{
+	struct evbuffer	*build;
+	size_t		 n = evbuffer_get_length(d->assembly);
+	uint8_t		*p;
+	int		 rc;
+	bool		 ok;
+
+	d->env_rewrite = false;
+	if ((p = evbuffer_pullup(d->assembly, (ssize_t)n)) == NULL ||
+	    (build = evbuffer_new()) == NULL) {
+		r->error = RELAY_ERR_NOMEM;
+		return (false);
+	}
+	rc = payload_walk(r, d, p, n, build);
+	ok = rc >= 0 && build_emit(r, rc == 1 ? build : d->assembly, out);
+	evbuffer_free(build);
+	evbuffer_drain(d->assembly, evbuffer_get_length(d->assembly));
+	return (ok);
+}
+
+/* One complete segment at the front of ${in}. */
+static int
+segment_process(struct relay *r, struct relay_dir *d, struct evbuffer *in,
+    struct evbuffer *out, const struct cql_segment *seg)
+{
+	struct cql_header	 ch;
+	struct evbuffer		*build;
+	size_t			 ulen, total, need;
+	ssize_t			 n;
+	uint8_t			*p;
+	bool			 inspect;
+	int			 rc;
+
+	inspect = r->rw != NULL && (!d->from_app || r->rw->prepared->n > 0);
+	ulen = seg->uncompressed_len != 0 ? seg->uncompressed_len :
+	    seg->payload_len;
+
+	if (!seg->self_contained && d->env_left > 0) {
+		/* The next part of a large envelope. */
+		if (d->env_rewrite) {
+			if ((n = segment_decode(r, in, seg)) < 0)
+				return (-1);
+			evbuffer_add(d->assembly, r->in.p, (size_t)n);
+			evbuffer_drain(in, seg->total_len);
+		} else
+			evbuffer_remove_buffer(in, out, seg->total_len);
+		d->env_left -= ulen < d->env_left ? ulen : d->env_left;
+		if (d->env_left == 0 && d->env_rewrite &&
+		    !assembly_finish(r, d, out))
+			return (-1);
+		return (0);
+	}
+	if (!seg->self_contained) {
+		/* The first part of a large envelope. */
+		if ((n = segment_decode(r, in, seg)) < 0)
+			return (-1);
+		if (cql_header_parse(r->in.p, (size_t)n, &ch) <= 0) {
+			r->error = RELAY_ERR_CORRUPT;
+			return (-1);
+		}
+		d->last = ch;
+		if ((uint32_t)ch.length > r->max_frame) {
+			r->error = RELAY_ERR_TOO_LARGE;
+			return (-1);
+		}
+		total = CQL_HEADER_LEN + (size_t)ch.length;
+		if (total <= (size_t)n) {
+			r->error = RELAY_ERR_CORRUPT;
+			return (-1);
+		}
+		d->env_left = total - (size_t)n;
+		if (inspect && envelope_wants(r, d, &ch,
+		    r->in.p + CQL_HEADER_LEN, (size_t)n - CQL_HEADER_LEN,
+		    (size_t)ch.length, &need) == 1) {
+			if (d->assembly == NULL &&
+			    (d->assembly = evbuffer_new()) == NULL) {
+				r->error = RELAY_ERR_NOMEM;
+				return (-1);
+			}
+			d->env_rewrite = true;
+			evbuffer_add(d->assembly, r->in.p, (size_t)n);
+			evbuffer_drain(in, seg->total_len);
+		} else
+			evbuffer_remove_buffer(in, out, seg->total_len);
+		return (0);
+	}
+	if (!inspect) {
+		evbuffer_remove_buffer(in, out, seg->total_len);
+		return (0);
+	}
+	/* Self-contained: find out whether any envelope needs a change. */
+	if (seg->uncompressed_len != 0) {
+		if ((n = segment_decode(r, in, seg)) < 0)
+			return (-1);
+		p = r->in.p;
+	} else {
+		if ((p = evbuffer_pullup(in, (ssize_t)seg->total_len)) ==
+		    NULL) {
+			r->error = RELAY_ERR_NOMEM;
+			return (-1);
+		}
+		p += seg->hdr_len;
+		n = (ssize_t)seg->payload_len;
+	}
+	if ((rc = payload_walk(r, d, p, (size_t)n, NULL)) <= 0) {
+		if (rc < 0)
+			return (-1);
+		evbuffer_remove_buffer(in, out, seg->total_len);
+		return (0);
+	}
+	/* Check the payload before re-signing it, then rewrite. */
+	if (seg->uncompressed_len == 0 &&
+	    (n = segment_decode(r, in, seg)) < 0)
+		return (-1);
+	if ((build = evbuffer_new()) == NULL) {
+		r->error = RELAY_ERR_NOMEM;
+		return (-1);
+	}
+	rc = payload_walk(r, d, r->in.p, (size_t)n, build);
+	if (rc == 1) {
+		if (!build_emit(r, build, out))
+			rc = -1;
+		else
+			evbuffer_drain(in, seg->total_len);
+	} else if (rc == 0)
+		evbuffer_remove_buffer(in, out, seg->total_len);
+	evbuffer_free(build);
+	return (rc < 0 ? -1 : 0);
+}
+
+/* v5 traffic. */
+static ssize_t
+move_segments(struct relay *r, struct relay_dir *d, struct evbuffer *in,
+    struct evbuffer *out)
+{
+	struct cql_segment	 seg;
+	uint8_t			 hdr[CQL_SEG_LZ4_HEADER];
+	size_t			 hl, avail;
+	ssize_t			 moved = 0;
+	int			 rc;
+
+	hl = r->seg_fmt == CQL_SEG_LZ4 ? CQL_SEG_LZ4_HEADER :
+	    CQL_SEG_CRC_HEADER;
+	for (;;) {
+		avail = evbuffer_get_length(in);
+		if (avail < hl)
+			break;
+		evbuffer_copyout(in, hdr, hl);
+		rc = cql_segment_parse_header(r->seg_fmt, hdr, hl, &seg);
+		if (rc < 0) {
+			r->error = RELAY_ERR_CORRUPT;
+			return (-1);
+		}
+		if (rc == 0 || avail < seg.total_len)
+			break;
+		if (segment_process(r, d, in, out, &seg) < 0)
+			return (-1);
+		moved += (ssize_t)seg.total_len;
+	}
+	return (moved);
+}
+
+ssize_t
+relay_move(struct relay *r, bool from_app, struct evbuffer *in,
+    struct evbuffer *out)
+{
+	struct relay_dir	*d = from_app ? &r->up : &r->down;
+	size_t			 len;
+
+	r->error = RELAY_OK;
+	if (r->segments) {
+		if (r->rw != NULL)
+			return (move_segments(r, d, in, out));
+		/* Segments are checked end to end by the app and the node. */
+		len = evbuffer_get_length(in);
+		evbuffer_add_buffer(out, in);
+		return ((ssize_t)len);
+	}
+	return (move_frames(r, d, in, out));
+}

@@ -1,0 +1,95 @@
+/*
+ * relay: moving CQL traffic between an app and a node once the handshake is
+ * over.
+ *
+ * Without a rewriter the relay only walks frame headers (v3/v4/DSE) to
+ * enforce [listen] max_frame_size, and moves bytes between evbuffers
+ * without copying them.  With a rewriter (topology = translate) it also
+ * looks into the frames that can carry node addresses (RESULT and EVENT
+ * from the node, EXECUTE from the app) and rewrites them through the
+ * topology module: v3/v4 frames are re-emitted uncompressed when they had
+ * to be decompressed, v5 segments are decoded, patched and re-encoded with
+ * fresh checksums.  Everything else passes verbatim; scratch memory is
+ * allocated on first use and reused.
+ */
+#ifndef RELAY_H
+#define RELAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <event2/buffer.h>
+
+#include "cql_frame.h"
+#include "topology.h"
+
+enum relay_error {
+	RELAY_OK,
+	RELAY_ERR_TOO_LARGE,	/* frame above max_frame_size */
+	RELAY_ERR_CORRUPT,	/* bad header, checksum or compression */
+	RELAY_ERR_NOMEM,
+};
+
+enum relay_compression {
+	RELAY_COMP_NONE,
+	RELAY_COMP_LZ4,
+	RELAY_COMP_SNAPPY,
+};
+
+struct relay_buf {
+	uint8_t		*p;
+	size_t		 cap;
+};
+
+/* One direction. */
+struct relay_dir {
+	bool		 from_app;
+	uint64_t	 frame_left;	/* v3/v4: bytes to pass verbatim */
+	uint64_t	 env_left;	/* v5: rest of a multi-segment envelope */
+	bool		 env_rewrite;	/* ... being assembled for rewriting */
+	struct evbuffer	*assembly;
+	struct cql_header last;		/* last envelope header seen */
+};
+
+struct relay {
+	struct relay_dir	 up;		/* app -> node */
+	struct relay_dir	 down;		/* node -> app */
+	uint8_t			 version;
+	bool			 segments;
+	enum cql_seg_format	 seg_fmt;
+	enum relay_compression	 comp;		/* v3/v4 body compression */
+	uint8_t			 hdr_len;
+	uint32_t		 max_frame;
+	const struct topo_rewriter *rw;		/* NULL: no rewriting */
+	struct relay_buf	 in;		/* decoded input */
+	struct relay_buf	 out;		/* rewritten output */
+	struct relay_buf	 seg;		/* encoded segments */
+	enum relay_error	 error;
+	uint64_t		 rewrites;	/* frames rewritten */
+};
+
+/*
+ * relay_init(r, version, comp, rw, max_frame):
+ * Set up for a session that negotiated ${version} and ${comp}.  ${rw} may
+ * be NULL.
+ */
+void	relay_init(struct relay *r, uint8_t version,
+	    enum relay_compression comp, const struct topo_rewriter *rw,
+	    uint32_t max_frame);
+void	relay_free(struct relay *r);
+
+/*
+ * relay_move(r, from_app, in, out):
+ * Move what can be moved from ${in} to ${out}; bytes of an incomplete
+ * frame or segment that must be inspected stay in ${in} until the rest
+ * arrives.  Returns the number of bytes taken from ${in}, or -1 with
+ * r->error set (r->up.last / r->down.last name the offending header).
+ */
+ssize_t	relay_move(struct relay *r, bool from_app, struct evbuffer *in,
+	    struct evbuffer *out);
+
+const char *relay_error_name(enum relay_error e);
+
+#endif /* !RELAY_H */
