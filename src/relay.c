@@ -571,6 +571,57 @@ assembly_finish(struct relay *r, struct relay_dir *d, struct evbuffer *out)
 	return (ok);
 }
 
+/*
+ * Whether an envelope of the uncompressed segment at the front of ${in}
+ * needs a change, looking only at envelope headers and at the first bytes
+ * of the bodies that can matter (nothing is linearised).  1, 0 or -1.
+ */
+static int
+segment_scan(struct relay *r, struct relay_dir *d, struct evbuffer *in,
+    const struct cql_segment *seg)
+{
+	struct evbuffer_ptr	 ptr;
+	struct cql_header	 ch;
+	uint8_t			 hdr[CQL_HEADER_LEN];
+	size_t			 off = 0, n = seg->payload_len, want, need;
+	int			 rc;
+
+	while (off < n) {
+		if (n - off < CQL_HEADER_LEN)
+			goto corrupt;
+		evbuffer_ptr_set(in, &ptr, seg->hdr_len + off,
+		    EVBUFFER_PTR_SET);
+		evbuffer_copyout_from(in, &ptr, hdr, CQL_HEADER_LEN);
+		if (cql_header_parse(hdr, CQL_HEADER_LEN, &ch) <= 0 ||
+		    (size_t)ch.length > n - off - CQL_HEADER_LEN)
+			goto corrupt;
+		d->last = ch;
+		if (opcode_interesting(r, d, ch.opcode)) {
+			want = (size_t)ch.length < RELAY_PEEK ?
+			    (size_t)ch.length : RELAY_PEEK;
+			for (;;) {
+				if (!buf_reserve(r, &r->in, want + 1))
+					return (-1);
+				evbuffer_ptr_set(in, &ptr, seg->hdr_len + off +
+				    CQL_HEADER_LEN, EVBUFFER_PTR_SET);
+				evbuffer_copyout_from(in, &ptr, r->in.p, want);
+				rc = envelope_wants(r, d, &ch, r->in.p, want,
+				    (size_t)ch.length, &need);
+				if (rc != -2 || need <= want)
+					break;
+				want = need;
+			}
+			if (rc == 1)
+				return (1);
+		}
+		off += CQL_HEADER_LEN + (size_t)ch.length;
+	}
+	return (0);
+corrupt:
+	r->error = RELAY_ERR_CORRUPT;
+	return (-1);
+}
+
 /* One complete segment at the front of ${in}. */
 static int
 segment_process(struct relay *r, struct relay_dir *d, struct evbuffer *in,
@@ -579,8 +630,7 @@ segment_process(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 	struct cql_header	 ch;
 	struct evbuffer		*build;
 	size_t			 ulen, total, need;
-	ssize_t			 n;
-	uint8_t			*p;
+	ssize_t			 n = 0;
 	bool			 inspect;
 	int			 rc;
 
@@ -645,17 +695,10 @@ segment_process(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 	if (seg->uncompressed_len != 0) {
 		if ((n = segment_decode(r, in, seg)) < 0)
 			return (-1);
-		p = r->in.p;
-	} else {
-		if ((p = evbuffer_pullup(in, (ssize_t)seg->total_len)) ==
-		    NULL) {
-			r->error = RELAY_ERR_NOMEM;
-			return (-1);
-		}
-		p += seg->hdr_len;
-		n = (ssize_t)seg->payload_len;
-	}
-	if ((rc = payload_walk(r, d, p, (size_t)n, NULL)) <= 0) {
+		rc = payload_walk(r, d, r->in.p, (size_t)n, NULL);
+	} else
+		rc = segment_scan(r, d, in, seg);
+	if (rc <= 0) {
 		if (rc < 0)
 			return (-1);
 		evbuffer_remove_buffer(in, out, seg->total_len);
