@@ -1252,13 +1252,6 @@ config_check(struct config_parse *p)
 		    "credentials, so set allow_remote = yes only if that is "
 		    "intended", c->listen_host);
 
-	if (c->topology == CONFIG_TOPOLOGY_TRANSLATE &&
-	    c->client_auth == CONFIG_CLIENT_AUTH_PASSTHROUGH)
-		config_error(p, p->lines[CONFIG_K_CLIENT_AUTH],
-		    &config_keys[CONFIG_K_CLIENT_AUTH], "passthrough leaves "
-		    "the handshake to the app, so addresses cannot be "
-		    "translated; set [cluster] topology = pin as well");
-
 	if (c->username != NULL && c->password_file != NULL)
 		config_read_password(p);
 }

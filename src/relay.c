@@ -73,6 +73,13 @@ relay_init(struct relay *r, uint8_t version, enum relay_compression comp,
 }
 
 void
+relay_expect_startup(struct relay *r)
+{
+	r->await_startup = true;
+	r->up.unframed = r->down.unframed = r->segments;
+}
+
+void
 relay_free(struct relay *r)
 {
 	free(r->in.p);
@@ -103,6 +110,52 @@ buf_reserve(struct relay *r, struct relay_buf *b, size_t n)
 	}
 	b->p = p;
 	b->cap = cap;
+	return (true);
+}
+
+/* Whether a frame is part of a handshake the relay must follow. */
+static bool
+opcode_watched(const struct relay *r, const struct relay_dir *d,
+    uint8_t opcode)
+{
+	if (d->from_app)
+		return (r->await_startup && opcode == CQL_OP_STARTUP);
+	return (d->unframed && (opcode == CQL_OP_READY ||
+	    opcode == CQL_OP_AUTHENTICATE));
+}
+
+/*
+ * Follow a watched frame of ${total} bytes at the front of ${in}: the
+ * STARTUP's compression, the switch to segments after it.  Returns false
+ * if the rest of the frame has to arrive first.
+ */
+static bool
+frame_watch(struct relay *r, struct relay_dir *d, struct evbuffer *in,
+    const struct cql_header *h, size_t total)
+{
+	char		 comp[16];
+	uint8_t		*p;
+
+	if (d->from_app) {
+		if (total > 65536) {
+			r->await_startup = false;	/* not a real one */
+			return (true);
+		}
+		if (evbuffer_get_length(in) < total)
+			return (false);
+		if ((p = evbuffer_pullup(in, (ssize_t)total)) != NULL &&
+		    cql_startup_compression(p + r->hdr_len,
+		    (size_t)h->length, comp, sizeof(comp)) == 0) {
+			r->comp = strcmp(comp, "lz4") == 0 ? RELAY_COMP_LZ4 :
+			    strcmp(comp, "snappy") == 0 ? RELAY_COMP_SNAPPY :
+			    RELAY_COMP_NONE;
+			r->seg_fmt = r->comp == RELAY_COMP_LZ4 ? CQL_SEG_LZ4 :
+			    CQL_SEG_CRC;
+		}
+		r->await_startup = false;
+	}
+	if (d->unframed)
+		d->switch_after = true;
 	return (true);
 }
 
@@ -362,6 +415,11 @@ move_frames(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 			evbuffer_remove_buffer(in, out, n);
 			d->frame_left -= n;
 			moved += (ssize_t)n;
+			if (d->frame_left == 0 && d->switch_after) {
+				d->switch_after = false;
+				d->unframed = false;
+				break;		/* segments from here on */
+			}
 			continue;
 		}
 		if (avail < r->hdr_len)
@@ -377,7 +435,14 @@ move_frames(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 			return (-1);
 		}
 		total = r->hdr_len + (size_t)ch.length;
-		if (r->rw == NULL || !opcode_interesting(r, d, ch.opcode)) {
+		if (opcode_watched(r, d, ch.opcode)) {
+			if (!frame_watch(r, d, in, &ch, total))
+				break;
+			d->frame_left = total;
+			continue;
+		}
+		if (r->rw == NULL || d->unframed ||
+		    !opcode_interesting(r, d, ch.opcode)) {
 			d->frame_left = total;
 			continue;
 		}
@@ -763,8 +828,10 @@ relay_move(struct relay *r, bool from_app, struct evbuffer *in,
 	struct relay_dir	*d = from_app ? &r->up : &r->down;
 	size_t			 len;
 
+	ssize_t			 moved, more;
+
 	r->error = RELAY_OK;
-	if (r->segments) {
+	if (r->segments && !d->unframed) {
 		if (r->rw != NULL)
 			return (move_segments(r, d, in, out));
 		/* Segments are checked end to end by the app and the node. */
@@ -772,5 +839,11 @@ relay_move(struct relay *r, bool from_app, struct evbuffer *in,
 		evbuffer_add_buffer(out, in);
 		return ((ssize_t)len);
 	}
-	return (move_frames(r, d, in, out));
+	moved = move_frames(r, d, in, out);
+	if (moved < 0 || !r->segments || d->unframed ||
+	    evbuffer_get_length(in) == 0)
+		return (moved);
+	/* Switched to segments with more bytes waiting. */
+	more = relay_move(r, from_app, in, out);
+	return (more < 0 ? -1 : moved + more);
 }

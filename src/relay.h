@@ -46,6 +46,8 @@ struct relay_buf {
 /* One direction. */
 struct relay_dir {
 	bool		 from_app;
+	bool		 unframed;	/* v5 before the switch to segments */
+	bool		 switch_after;	/* ... which follows the current frame */
 	uint64_t	 frame_left;	/* v3/v4: bytes to pass verbatim */
 	uint64_t	 env_left;	/* v5: rest of a multi-segment envelope */
 	bool		 env_rewrite;	/* ... being assembled for rewriting */
@@ -60,6 +62,7 @@ struct relay {
 	bool			 segments;
 	enum cql_seg_format	 seg_fmt;
 	enum relay_compression	 comp;		/* v3/v4 body compression */
+	bool			 await_startup;	/* handshake not seen yet */
 	uint8_t			 hdr_len;
 	uint32_t		 max_frame;
 	const struct topo_rewriter *rw;		/* NULL: no rewriting */
@@ -79,6 +82,15 @@ void	relay_init(struct relay *r, uint8_t version,
 	    enum relay_compression comp, const struct topo_rewriter *rw,
 	    uint32_t max_frame);
 void	relay_free(struct relay *r);
+
+/*
+ * relay_expect_startup(r):
+ * The handshake has not been seen (client_auth = passthrough): take the
+ * compression from the app's STARTUP, and in v5 relay unframed envelopes
+ * until the STARTUP (app) and the node's READY or AUTHENTICATE (node), the
+ * points where each side switches to segments.
+ */
+void	relay_expect_startup(struct relay *r);
 
 /*
  * relay_move(r, from_app, in, out):

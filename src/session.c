@@ -437,6 +437,8 @@ session_enter_relay(struct session *s)
 	    RELAY_COMP_LZ4 : s->hs.compression == AUTH_COMP_SNAPPY ?
 	    RELAY_COMP_SNAPPY : RELAY_COMP_NONE, s->sc->rw,
 	    s->sc->cfg->max_frame_size);
+	if (s->sc->cfg->client_auth == CONFIG_CLIENT_AUTH_PASSTHROUGH)
+		relay_expect_startup(&s->relay);
 	s->relay_ready = true;
 	if (s->hs.authenticator[0] != '\0' &&
 	    strcmp(s->hs.authenticator, s->sc->authenticator) != 0) {

@@ -164,8 +164,7 @@ def test_client_auth_accept(tmp_path, tunnel_config):
 
 
 def test_client_auth_passthrough(tmp_path, tunnel_config):
-    cfg = tunnel_config(auth={"client_auth": "passthrough"},
-                        cluster={"topology": "pin"})
+    cfg = tunnel_config(auth={"client_auth": "passthrough"})
     with Tunnel(str(tmp_path), cfg) as t:
         c = app_cluster(t, protocol_version=5, auth_provider=
                         PlainTextAuthProvider("cassandra", "cassandra"))

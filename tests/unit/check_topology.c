@@ -1073,6 +1073,83 @@ START_TEST(test_relay_v5_large)
 }
 END_TEST
 
+/*
+ * client_auth = passthrough: the relay follows the app's own v5 handshake,
+ * unframed until STARTUP (app) and AUTHENTICATE (node), then segments in
+ * the format the STARTUP asked for.
+ */
+static void
+relay_passthrough_case(bool bytewise)
+{
+	struct relay		 r;
+	struct evbuffer		*in = evbuffer_new(), *out = evbuffer_new();
+	struct cql_header	 h;
+	uint8_t			 body[256], peers[4096], pay[8192], got[8192];
+	uint8_t			*b;
+	size_t			 n, np, head, g;
+	unsigned		 nseg, nns;
+	struct cql_writer	 w;
+
+	setup();
+	relay_init(&r, CQL_V5, RELAY_COMP_NONE, &rw, 1024 * 1024);
+	relay_expect_startup(&r);
+
+	/* App: OPTIONS, STARTUP (lz4), then an LZ4 segment. */
+	add_frame(in, CQL_V5, false, 0, CQL_OP_OPTIONS, NULL, 0, false);
+	cql_writer_init(&w, body, sizeof(body));
+	cql_write_short(&w, 2);
+	cql_write_string(&w, "CQL_VERSION", 11);
+	cql_write_string(&w, "3.0.0", 5);
+	cql_write_string(&w, "COMPRESSION", 11);
+	cql_write_string(&w, "lz4", 3);
+	add_frame(in, CQL_V5, false, 1, CQL_OP_STARTUP, body, w.len, false);
+	n = envelope(pay, 2, CQL_OP_AUTH_RESPONSE, (const uint8_t *)"\0\0\0\0",
+	    4, false);
+	add_segment(in, CQL_SEG_LZ4, pay, n, true);
+	pump(&r, true, in, out, bytewise);
+	ck_assert_int_eq(r.comp, RELAY_COMP_LZ4);
+	ck_assert(!r.up.unframed);
+	b = take_frame(out, &h);
+	ck_assert_int_eq(h.opcode, CQL_OP_OPTIONS);
+	free(b);
+	b = take_frame(out, &h);
+	ck_assert_int_eq(h.opcode, CQL_OP_STARTUP);
+	free(b);
+	g = take_segments(out, CQL_SEG_LZ4, got, sizeof(got), &nseg, &nns);
+	ck_assert_uint_eq(g, n);
+	ck_assert_mem_eq(got, pay, n);
+
+	/* Node: SUPPORTED, AUTHENTICATE, then segments with the ring. */
+	add_frame(in, CQL_V5, true, 0, CQL_OP_SUPPORTED, (const uint8_t *)
+	    "\0\0", 2, false);
+	add_frame(in, CQL_V5, true, 1, CQL_OP_AUTHENTICATE, (const uint8_t *)
+	    "\0\1x", 3, false);
+	np = sample_peers(peers, sizeof(peers), &head);
+	n = envelope(pay, 9, CQL_OP_RESULT, peers, np, true);
+	add_segment(in, CQL_SEG_LZ4, pay, n, true);
+	pump(&r, false, in, out, bytewise);
+	ck_assert(!r.down.unframed);
+	b = take_frame(out, &h);
+	ck_assert_int_eq(h.opcode, CQL_OP_SUPPORTED);
+	free(b);
+	b = take_frame(out, &h);
+	ck_assert_int_eq(h.opcode, CQL_OP_AUTHENTICATE);
+	free(b);
+	g = take_segments(out, CQL_SEG_LZ4, got, sizeof(got), &nseg, &nns);
+	ck_assert_uint_eq(g, n);
+	assert_sample_rewritten(got + 9, np, head);
+	relay_free(&r);
+	evbuffer_free(in);
+	evbuffer_free(out);
+}
+
+START_TEST(test_relay_passthrough_v5)
+{
+	relay_passthrough_case(false);
+	relay_passthrough_case(true);
+}
+END_TEST
+
 /* A corrupt segment stops the relay. */
 START_TEST(test_relay_v5_corrupt)
 {
@@ -1131,6 +1208,7 @@ topology_suite(void)
 	tcase_add_test(tc, test_relay_v5_lz4);
 	tcase_add_test(tc, test_relay_v5_large);
 	tcase_add_test(tc, test_relay_v5_corrupt);
+	tcase_add_test(tc, test_relay_passthrough_v5);
 	tcase_set_timeout(tc, 60);
 	suite_add_tcase(s, tc);
 	return (s);
