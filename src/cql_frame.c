@@ -325,6 +325,12 @@ cql_version_name(uint8_t version)
  * segments once the handshake is over; DSE_V1/V2 never do.
  */
 bool
+cql_version_is_beta(uint8_t version)
+{
+	return (version == CQL_V6);
+}
+
+bool
 cql_version_has_segments(uint8_t version)
 {
 	return (version >= CQL_V5 && version < CQL_DSE_V1);
@@ -694,7 +700,8 @@ frame_finish(struct cql_writer *w, uint8_t version, bool response,
 		return (0);
 	h.version = version & (uint8_t)~CQL_VERSION_RESPONSE;
 	h.response = response;
-	h.flags = 0;
+	/* A beta version needs USE_BETA on every frame, both ways. */
+	h.flags = cql_version_is_beta(h.version) ? CQL_FLAG_USE_BETA : 0;
 	h.stream = stream;
 	h.opcode = opcode;
 	h.hdr_len = (uint8_t)header_len(version);

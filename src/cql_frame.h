@@ -106,6 +106,9 @@ const char *cql_version_name(uint8_t version);
 /* cql_version_has_segments(v): true for v5 and v6-beta (not DSE versions). */
 bool	cql_version_has_segments(uint8_t version);
 
+/* cql_version_is_beta(v): true for v6-beta (frames carry USE_BETA). */
+bool	cql_version_is_beta(uint8_t version);
+
 /* cql_opcode_name(op): "STARTUP", ... or "UNKNOWN". */
 const char *cql_opcode_name(uint8_t opcode);
 
@@ -163,7 +166,8 @@ int	cql_startup_compression(const uint8_t *body, size_t n, char *out,
 
 /*
  * Whole-frame builders.  Each writes header + body for ${version} (with the
- * response bit for server messages), flags 0, into ${out}; returns the frame
+ * response bit for server messages), flags 0 (USE_BETA for a beta
+ * version), into ${out}; returns the frame
  * length, or 0 if ${cap} is too small.
  */
 size_t	cql_build_ready(uint8_t *out, size_t cap, uint8_t version,

@@ -167,3 +167,130 @@ def read_crc_segment(sock):
     if crc32(payload) != int.from_bytes(trailer, "little"):
         raise ValueError("bad CRC32")
     return payload
+
+
+# --- additions for test_compression.py / test_versions.py ---
+
+OP_PREPARE, OP_EXECUTE = 0x09, 0x0A
+
+# Envelope header flags.
+FLAG_COMPRESSION, FLAG_TRACING, FLAG_CUSTOM_PAYLOAD = 0x01, 0x02, 0x04
+FLAG_WARNING, FLAG_USE_BETA = 0x08, 0x10
+
+
+def query_body_v5(cql, consistency=0x0001):
+    # v5 and later: [int] flags instead of [byte]
+    return long_string(cql) + struct.pack(">Hi", consistency, 0)
+
+
+def frame_v1v2(version, stream, opcode, body=b"", flags=0):
+    """Encode one v1/v2 envelope (8-byte header, 1-byte stream)."""
+    return struct.pack(">BBbBi", version, flags, stream, opcode,
+                       len(body)) + body
+
+
+def read_frame_bytes(sock, header_len=9):
+    """Read one envelope and return its exact bytes (header included);
+    header_len 8 for v1/v2 frames."""
+    hdr = read_exact(sock, header_len)
+    length = struct.unpack(">i", hdr[header_len - 4:])[0]
+    return hdr + (read_exact(sock, length) if length > 0 else b"")
+
+
+def parse_envelope(data):
+    """Decode the v3+ envelope at the start of data; returns (version,
+    flags, stream, opcode, body)."""
+    v, flags, stream, op, length = struct.unpack(">BBhBi", data[:9])
+    return v, flags, stream, op, data[9:9 + length]
+
+
+def read_segment_envelope(sock):
+    """Read one uncompressed self-contained v5 segment holding exactly one
+    envelope; returns (version, flags, stream, opcode, body)."""
+    payload = read_crc_segment(sock)
+    env = parse_envelope(payload)
+    assert 9 + len(env[4]) == len(payload), "segment holds more than one " \
+        "envelope"
+    return env
+
+
+def parse_string_list(body, off=0):
+    n = struct.unpack(">H", body[off:off + 2])[0]
+    off += 2
+    out = []
+    for _ in range(n):
+        s, off = parse_string(body, off)
+        out.append(s)
+    return out, off
+
+
+def parse_string_multimap(body, off=0):
+    """[string multimap] (the SUPPORTED body) -> ({key: [values]}, end)."""
+    n = struct.unpack(">H", body[off:off + 2])[0]
+    off += 2
+    out = {}
+    for _ in range(n):
+        k, off = parse_string(body, off)
+        out[k], off = parse_string_list(body, off)
+    return out, off
+
+
+def parse_rows(body, v5=False):
+    """Decode a RESULT Rows body (no paging state, no metadata skipping)
+    into (column names, rows of raw [bytes] values)."""
+    kind = struct.unpack(">i", body[:4])[0]
+    assert kind == 0x0002, "RESULT kind %d is not Rows" % kind
+    flags, ncols = struct.unpack(">ii", body[4:12])
+    off = 12
+    if flags & 0x0002:                  # Has_more_pages
+        _, off = parse_bytes(body, off)
+    if flags & 0x0008 and v5:           # Metadata_changed (v5)
+        off += 2 + struct.unpack(">H", body[off:off + 2])[0]
+    assert not flags & 0x0004, "No_metadata set"
+    glob = flags & 0x0001
+    if glob:
+        _, off = parse_string(body, off)
+        _, off = parse_string(body, off)
+    names = []
+    for _ in range(ncols):
+        if not glob:
+            _, off = parse_string(body, off)
+            _, off = parse_string(body, off)
+        name, off = parse_string(body, off)
+        names.append(name)
+        off = _skip_type(body, off)
+    nrows = struct.unpack(">i", body[off:off + 4])[0]
+    off += 4
+    rows = []
+    for _ in range(nrows):
+        row = []
+        for _ in range(ncols):
+            val, off = parse_bytes(body, off)
+            row.append(val)
+        rows.append(row)
+    return names, rows
+
+
+def _skip_type(body, off):
+    (t,) = struct.unpack(">H", body[off:off + 2])
+    off += 2
+    if t == 0x0000:                     # custom: [string] class
+        _, off = parse_string(body, off)
+    elif t in (0x0020, 0x0022):         # list, set
+        off = _skip_type(body, off)
+    elif t == 0x0021:                   # map
+        off = _skip_type(body, _skip_type(body, off))
+    elif t == 0x0030:                   # UDT
+        _, off = parse_string(body, off)
+        _, off = parse_string(body, off)
+        n = struct.unpack(">H", body[off:off + 2])[0]
+        off += 2
+        for _ in range(n):
+            _, off = parse_string(body, off)
+            off = _skip_type(body, off)
+    elif t == 0x0031:                   # tuple
+        n = struct.unpack(">H", body[off:off + 2])[0]
+        off += 2
+        for _ in range(n):
+            off = _skip_type(body, off)
+    return off

@@ -730,6 +730,11 @@ START_TEST(test_build_ready)
 	assert_bytes(b, n, "84 00 12 34 02 00 00 00 00");
 	n = cql_build_ready(b, sizeof(b), CQL_DSE_V2, -1);
 	assert_bytes(b, n, "c2 00 ff ff 02 00 00 00 00");
+	/* v6-beta: USE_BETA on every frame. */
+	n = cql_build_ready(b, sizeof(b), CQL_V6, 1);
+	assert_bytes(b, n, "86 10 00 01 02 00 00 00 00");
+	n = cql_build_auth_response(b, sizeof(b), CQL_V6, 1, NULL, -1);
+	assert_bytes(b, n, "06 10 00 01 0f 00 00 00 04 ff ff ff ff");
 	/* A version byte that already has the response bit. */
 	n = cql_build_ready(b, sizeof(b), 0x83, 1);
 	assert_bytes(b, n, "83 00 00 01 02 00 00 00 00");
