@@ -155,6 +155,17 @@ load(struct daemon *d, const char *path, bool check)
 static void
 teardown(struct daemon *d)
 {
+	sigset_t	 set;
+
+	/*
+	 * Exiting anyway: a supervisor's late SIGTERM must not turn a clean
+	 * exit into death by signal once our handlers are gone.
+	 */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
 	if (d->base != NULL) {
 		listener_free(d->listener);
 		d->sc.on_idle = NULL;
