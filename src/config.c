@@ -76,6 +76,8 @@ enum config_key_id {
 	CONFIG_K_MIN_VERSION,
 	CONFIG_K_CIPHERS,
 	CONFIG_K_CIPHERSUITES,
+	CONFIG_K_CRL_FILE,
+	CONFIG_K_WATCH,
 	CONFIG_K_USERNAME,
 	CONFIG_K_PASSWORD_FILE,
 	CONFIG_K_AUTHZID,
@@ -286,6 +288,15 @@ static const struct config_key config_keys[CONFIG_K_COUNT] = {
 		.section = "tls", .name = "ciphersuites",
 		.type = CONFIG_T_STRING,
 		.max = CONFIG_LINE_MAX,
+	},
+	[CONFIG_K_CRL_FILE] = {
+		.section = "tls", .name = "crl_file",
+		.type = CONFIG_T_PATH,
+	},
+	[CONFIG_K_WATCH] = {
+		.section = "tls", .name = "watch",
+		.type = CONFIG_T_BOOL,
+		.dflt = "no",
 	},
 	[CONFIG_K_USERNAME] = {
 		.section = "auth", .name = "username",
@@ -643,6 +654,8 @@ config_string_field(struct config *c, enum config_key_id id)
 		return (&c->ciphers);
 	case CONFIG_K_CIPHERSUITES:
 		return (&c->ciphersuites);
+	case CONFIG_K_CRL_FILE:
+		return (&c->crl_file);
 	case CONFIG_K_USERNAME:
 		return (&c->username);
 	case CONFIG_K_PASSWORD_FILE:
@@ -666,6 +679,9 @@ config_store_number(struct config *c, enum config_key_id id, uint64_t v)
 	switch (id) {
 	case CONFIG_K_ALLOW_REMOTE:
 		c->allow_remote = v != 0;
+		break;
+	case CONFIG_K_WATCH:
+		c->watch = v != 0;
 		break;
 	case CONFIG_K_MAX_CONNECTIONS:
 		c->max_connections = (unsigned)v;
@@ -1341,6 +1357,7 @@ config_free(struct config *c)
 	free(c->server_name);
 	free(c->ciphers);
 	free(c->ciphersuites);
+	free(c->crl_file);
 	free(c->username);
 	free(c->password_file);
 	free(c->authzid);

@@ -75,6 +75,8 @@ struct config {
 	enum config_tls_version min_version;
 	char		*ciphers;		/* TLS <= 1.2 list, optional */
 	char		*ciphersuites;		/* TLS 1.3 list, optional */
+	char		*crl_file;		/* optional */
+	bool		 watch;			/* reload on file changes */
 
 	/* [auth] */
 	char		*username;		/* NULL: no injection */

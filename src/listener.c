@@ -41,14 +41,14 @@ listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	uint64_t	 now;
 
 	(void)lev;
-	if (l->sc->nsessions >= l->cfg->max_connections) {
+	if (l->sc->nsessions >= l->sc->gen->cfg->max_connections) {
 		l->refused++;
 		now = util_now_ms();
 		if (now - l->last_refusal_log_ms >= 1000) {
 			log_warn("refusing connection from %s: max_connections "
 			    "(%u) reached (%llu refused so far)",
 			    util_sockaddr_str(sa, peer, sizeof(peer)),
-			    l->cfg->max_connections,
+			    l->sc->gen->cfg->max_connections,
 			    (unsigned long long)l->refused);
 			l->last_refusal_log_ms = now;
 		}

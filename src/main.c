@@ -27,10 +27,12 @@
 
 struct daemon {
 	struct event_base	*base;
-	struct config		*cfg;
-	struct tls_ctx		*tls;
-	struct auth_creds	*creds;
+	const char		*path;
+	struct session_gen	*boot;		/* the config started with */
+	struct config		*cfg;		/* boot->cfg */
 	struct upstream		*up;
+	unsigned		 generation;
+	uint64_t		 reloads_ok, reloads_failed;
 	struct listener		*listener;
 	struct control		*control;	/* translate mode */
 	struct session_ctx	 sc;
@@ -38,6 +40,8 @@ struct daemon {
 	struct event		*drain_timer;
 	bool			 draining;
 };
+
+static void	reload(struct daemon *d);
 
 static void
 usage(FILE *f)
@@ -110,24 +114,31 @@ signal_stop_cb(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	log_info("signal %d: stopped accepting; draining %u session(s) for "
-	    "up to %u ms", (int)sig, d->sc.nsessions, d->cfg->drain_timeout_ms);
+	    "up to %u ms", (int)sig, d->sc.nsessions,
+	    d->sc.gen->cfg->drain_timeout_ms);
 	d->sc.on_idle = drained_cb;
 	d->sc.on_idle_arg = d;
-	tv.tv_sec = (time_t)(d->cfg->drain_timeout_ms / 1000);
-	tv.tv_usec = (suseconds_t)(d->cfg->drain_timeout_ms % 1000) * 1000;
+	tv.tv_sec = (time_t)(d->sc.gen->cfg->drain_timeout_ms / 1000);
+	tv.tv_usec = (suseconds_t)(d->sc.gen->cfg->drain_timeout_ms % 1000) *
+	    1000;
 	d->drain_timer = evtimer_new(d->base, drain_timeout_cb, d);
 	evtimer_add(d->drain_timer, &tv);
 }
 
-/* SIGHUP: reloading is not implemented yet; never die on it. */
+/* SIGHUP: reload. */
 static void
 signal_hup_cb(evutil_socket_t sig, short what, void *arg)
 {
+	struct daemon	*d = arg;
+
 	(void)sig;
 	(void)what;
-	(void)arg;
-	log_warn("SIGHUP: configuration reload is not supported yet; "
-	    "restart cqltunnel to apply changes");
+	if (d->draining) {
+		log_info("SIGHUP while draining: ignored");
+		return;
+	}
+	log_info("SIGHUP: reloading %s", d->path);
+	reload(d);
 }
 
 /* Load config, TLS context, credentials and nodes; 0 or -1. */
@@ -135,20 +146,110 @@ static int
 load(struct daemon *d, const char *path, bool check)
 {
 	struct config_errors	 errs = { NULL, 0, 0 };
+	struct config		*cfg;
+	struct tls_ctx		*tls = NULL;
 
-	d->cfg = config_load(path, &errs);
-	if (d->cfg != NULL) {
-		d->tls = tls_ctx_new(d->cfg, &errs);
-		d->up = upstream_new(d->cfg, check ? &errs : NULL);
+	cfg = config_load(path, &errs);
+	if (cfg != NULL) {
+		tls = tls_ctx_new(cfg, &errs);
+		d->up = upstream_new(cfg, check ? &errs : NULL);
 	}
 	if (errs.n > 0) {
 		print_errors(&errs);
 		config_errors_free(&errs);
+		tls_ctx_free(tls);
+		config_free(cfg);
 		return (-1);
 	}
 	config_errors_free(&errs);
-	d->creds = auth_creds_new(d->cfg);
+	d->boot = session_gen_new(cfg, tls, auth_creds_new(cfg),
+	    ++d->generation);
+	d->cfg = cfg;
 	return (0);
+}
+
+/* Whether two optional strings differ. */
+static bool
+str_differs(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return (a != b);
+	return (strcmp(a, b) != 0);
+}
+
+/* Warn about settings a reload cannot apply (they keep their old value). */
+static void
+reload_restart_only(const struct config *old, const struct config *c)
+{
+	bool	 same = old->ncontact_points == c->ncontact_points;
+	size_t	 i;
+
+	if (str_differs(old->listen_host, c->listen_host) ||
+	    old->listen_port != c->listen_port ||
+	    old->allow_remote != c->allow_remote)
+		log_warn("reload: [listen] address/allow_remote changed; "
+		    "restart cqltunnel to apply (still %s%s%s:%u)",
+		    strchr(old->listen_host, ':') ? "[" : "", old->listen_host,
+		    strchr(old->listen_host, ':') ? "]" : "",
+		    (unsigned)old->listen_port);
+	for (i = 0; same && i < c->ncontact_points; i++)
+		same = old->contact_points[i].port ==
+		    c->contact_points[i].port &&
+		    strcmp(old->contact_points[i].host,
+		    c->contact_points[i].host) == 0;
+	if (!same)
+		log_warn("reload: [cluster] contact_points changed; restart "
+		    "cqltunnel to apply");
+	if (old->topology != c->topology ||
+	    old->translate_net != c->translate_net ||
+	    old->translate_bits != c->translate_bits ||
+	    str_differs(old->local_dc, c->local_dc))
+		log_warn("reload: [cluster] topology, translate_prefix or "
+		    "local_dc changed; restart cqltunnel to apply");
+}
+
+/*
+ * SIGHUP: load the configuration again and, if all of it is valid (INI,
+ * certificate, key, CA, CRL, password), use it for new sessions.  Open
+ * sessions keep the generation they started with.
+ */
+static void
+reload(struct daemon *d)
+{
+	struct config_errors	 errs = { NULL, 0, 0 };
+	struct config		*cfg;
+	struct tls_ctx		*tls = NULL;
+	struct session_gen	*gen;
+	size_t			 i;
+
+	cfg = config_load(d->path, &errs);
+	if (cfg != NULL)
+		tls = tls_ctx_new(cfg, &errs);
+	if (errs.n > 0) {
+		d->reloads_failed++;
+		for (i = 0; i < errs.n; i++)
+			log_error("reload: %s", errs.v[i]);
+		log_error("reload failed (%zu error(s)); still using "
+		    "configuration generation %u", errs.n,
+		    d->sc.gen->id);
+		config_errors_free(&errs);
+		tls_ctx_free(tls);
+		config_free(cfg);
+		return;
+	}
+	config_errors_free(&errs);
+	reload_restart_only(d->cfg, cfg);
+	if (cfg->verify == CONFIG_VERIFY_NONE)
+		log_warn("[tls] verify = none: node certificates are NOT "
+		    "verified");
+	gen = session_gen_new(cfg, tls, auth_creds_new(cfg), ++d->generation);
+	session_ctx_set_gen(&d->sc, gen);
+	session_gen_unref(gen);
+	log_set_level(cfg->log_level);
+	d->reloads_ok++;
+	log_info("configuration reloaded from %s (generation %u); %u open "
+	    "session(s) keep the one they started with", d->path, gen->id,
+	    d->sc.nsessions);
 }
 
 /* Free everything (so that leak checkers see a clean exit). */
@@ -170,10 +271,10 @@ teardown(struct daemon *d)
 			event_free(d->sig_hup);
 		event_base_free(d->base);
 	}
-	auth_creds_free(d->creds);
+	if (d->sc.gen != NULL)
+		session_gen_unref(d->sc.gen);
 	upstream_free(d->up);
-	tls_ctx_free(d->tls);
-	config_free(d->cfg);
+	session_gen_unref(d->boot);
 	libevent_global_shutdown();
 }
 
@@ -220,6 +321,7 @@ main(int argc, char *argv[])
 	}
 
 	memset(&d, 0, sizeof(d));
+	d.path = path;
 	log_init(LOG_LEVEL_INFO);
 	signal(SIGPIPE, SIG_IGN);
 	if (load(&d, path, check) == -1)
@@ -239,7 +341,7 @@ main(int argc, char *argv[])
 		log_error("cannot create the event loop");
 		goto out;
 	}
-	session_ctx_init(&d.sc, d.base, d.cfg, d.tls, d.creds, d.up);
+	session_ctx_init(&d.sc, d.base, d.boot, d.up);
 	d.listener = listener_new(d.base, d.cfg, &d.sc, NULL, err,
 	    sizeof(err));
 	if (d.listener == NULL) {
@@ -247,8 +349,7 @@ main(int argc, char *argv[])
 		goto out;
 	}
 	if (d.cfg->topology == CONFIG_TOPOLOGY_TRANSLATE)
-		d.control = control_new(d.base, d.cfg, d.tls, d.creds, d.up,
-		    &d.sc);
+		d.control = control_new(d.base, d.cfg, d.up, &d.sc);
 	d.sig_term = evsignal_new(d.base, SIGTERM, signal_stop_cb, &d);
 	d.sig_int = evsignal_new(d.base, SIGINT, signal_stop_cb, &d);
 	d.sig_hup = evsignal_new(d.base, SIGHUP, signal_hup_cb, &d);
@@ -263,7 +364,7 @@ main(int argc, char *argv[])
 	    d.cfg->verify == CONFIG_VERIFY_FULL ? "full" :
 	    d.cfg->verify == CONFIG_VERIFY_CHAIN ? "chain" : "NONE",
 	    d.cfg->client_auth == CONFIG_CLIENT_AUTH_PASSTHROUGH ?
-	    "passed through from the app" : d.creds->have_token ?
+	    "passed through from the app" : d.boot->creds->have_token ?
 	    "injected" : "not configured");
 	if (event_base_dispatch(d.base) == -1)
 		log_error("event loop failed");

@@ -54,6 +54,7 @@ struct session_half {
 struct session {
 	TAILQ_ENTRY(session)	 entry;
 	struct session_ctx	*sc;
+	struct session_gen	*gen;		/* config it started under */
 	uint64_t		 id;
 	enum session_state	 state;
 	struct session_half	 app;
@@ -121,18 +122,56 @@ session_close_reason_name(enum session_close_reason r)
 	return ("unknown");
 }
 
+struct session_gen *
+session_gen_new(struct config *cfg, struct tls_ctx *tls,
+    struct auth_creds *creds, unsigned id)
+{
+	struct session_gen	*g = util_xcalloc(1, sizeof(*g));
+
+	g->cfg = cfg;
+	g->tls = tls;
+	g->creds = creds;
+	g->id = id;
+	g->refs = 1;
+	return (g);
+}
+
+struct session_gen *
+session_gen_ref(struct session_gen *g)
+{
+	g->refs++;
+	return (g);
+}
+
+void
+session_gen_unref(struct session_gen *g)
+{
+	if (g == NULL || --g->refs > 0)
+		return;
+	auth_creds_free(g->creds);
+	tls_ctx_free(g->tls);
+	config_free(g->cfg);
+	free(g);
+}
+
 void
 session_ctx_init(struct session_ctx *sc, struct event_base *base,
-    const struct config *cfg, struct tls_ctx *tls, struct auth_creds *creds,
-    struct upstream *up)
+    struct session_gen *gen, struct upstream *up)
 {
 	memset(sc, 0, sizeof(*sc));
 	sc->base = base;
-	sc->cfg = cfg;
-	sc->tls = tls;
-	sc->creds = creds;
+	sc->gen = session_gen_ref(gen);
 	sc->up = up;
 	TAILQ_INIT(&sc->sessions);
+}
+
+void
+session_ctx_set_gen(struct session_ctx *sc, struct session_gen *gen)
+{
+	struct session_gen	*old = sc->gen;
+
+	sc->gen = session_gen_ref(gen);
+	session_gen_unref(old);
 }
 
 /* Set a human-readable detail for the close line. */
@@ -227,6 +266,7 @@ session_close(struct session *s, enum session_close_reason reason)
 	}
 	TAILQ_REMOVE(&sc->sessions, s, entry);
 	sc->nsessions--;
+	session_gen_unref(s->gen);
 	sc->closed[reason]++;
 	free(s);
 	if (sc->nsessions == 0 && sc->on_idle != NULL)
@@ -365,11 +405,11 @@ session_relay_failed(struct session *s, struct session_half *src)
 	if (s->relay.error == RELAY_ERR_TOO_LARGE) {
 		session_detail(s, "%s sent a frame of %d bytes (%s "
 		    "max_frame_size is %u)", who, h->length, "[listen]",
-		    s->sc->cfg->max_frame_size);
+		    s->gen->cfg->max_frame_size);
 		if (src == &s->app) {
 			len = snprintf(msg, sizeof(msg), "cqltunnel: frame of "
 			    "%d bytes exceeds max_frame_size (%u)", h->length,
-			    s->sc->cfg->max_frame_size);
+			    s->gen->cfg->max_frame_size);
 			n = cql_build_error(frame, sizeof(frame), h->version,
 			    h->stream, CQL_ERR_PROTOCOL, msg, (size_t)len);
 			bufferevent_write(s->app.bev, frame, n);
@@ -436,8 +476,8 @@ session_enter_relay(struct session *s)
 	    s->hs.first_version, s->hs.compression == AUTH_COMP_LZ4 ?
 	    RELAY_COMP_LZ4 : s->hs.compression == AUTH_COMP_SNAPPY ?
 	    RELAY_COMP_SNAPPY : RELAY_COMP_NONE, s->sc->rw,
-	    s->sc->cfg->max_frame_size);
-	if (s->sc->cfg->client_auth == CONFIG_CLIENT_AUTH_PASSTHROUGH)
+	    s->gen->cfg->max_frame_size);
+	if (s->gen->cfg->client_auth == CONFIG_CLIENT_AUTH_PASSTHROUGH)
 		relay_expect_startup(&s->relay);
 	s->relay_ready = true;
 	if (s->hs.authenticator[0] != '\0' &&
@@ -726,7 +766,7 @@ session_tcp_connected(struct session *s)
 	struct session_ctx	*sc = s->sc;
 	SSL			*ssl;
 
-	if ((ssl = tls_ssl_new(sc->tls, s->unode->host)) == NULL) {
+	if ((ssl = tls_ssl_new(s->gen->tls, s->unode->host)) == NULL) {
 		session_node_failed(s, SESSION_CLOSE_INTERNAL,
 		    "cannot set up TLS to node %s", session_node_label(s));
 		return;
@@ -747,7 +787,7 @@ session_tcp_connected(struct session *s)
 	if (evbuffer_get_length(s->pending) > 0)
 		bufferevent_write_buffer(s->node.bev, s->pending);
 	s->state = SESSION_HANDSHAKE;
-	session_timer_set(s, sc->cfg->handshake_timeout_ms);
+	session_timer_set(s, s->gen->cfg->handshake_timeout_ms);
 }
 
 /* The TCP connect to the current node failed: try another or give up. */
@@ -786,7 +826,7 @@ session_connect_cb(evutil_socket_t fd, short what, void *arg)
 		char why[64];
 
 		snprintf(why, sizeof(why), "no answer within %u ms",
-		    s->sc->cfg->connect_timeout_ms);
+		    s->gen->cfg->connect_timeout_ms);
 		session_connect_failed(s, SESSION_CLOSE_CONNECT_TIMEOUT, why);
 		return;
 	}
@@ -848,8 +888,9 @@ session_connect(struct session *s)
 		    "out of memory");
 		return;
 	}
-	tv.tv_sec = (time_t)(sc->cfg->connect_timeout_ms / 1000);
-	tv.tv_usec = (suseconds_t)(sc->cfg->connect_timeout_ms % 1000) * 1000;
+	tv.tv_sec = (time_t)(s->gen->cfg->connect_timeout_ms / 1000);
+	tv.tv_usec = (suseconds_t)(s->gen->cfg->connect_timeout_ms % 1000) *
+	    1000;
 	event_add(s->connect_ev, &tv);
 }
 
@@ -871,7 +912,7 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	session_detail(s, "%s did not complete within %u ms (state %s)",
 	    s->tls_up ? "CQL handshake" : "TLS handshake",
-	    s->sc->cfg->handshake_timeout_ms, auth_state_name(s->hs.state));
+	    s->gen->cfg->handshake_timeout_ms, auth_state_name(s->hs.state));
 	if (s->hs.have_first) {
 		char	 msg[sizeof(s->detail) + 64 + UTIL_ADDRSTRLEN];
 
@@ -904,7 +945,8 @@ session_start(struct session_ctx *sc, evutil_socket_t fd,
 	s->target = target;
 	s->started_ms = util_now_ms();
 	util_sockaddr_str(sa, s->app_addr, sizeof(s->app_addr));
-	auth_hs_init(&s->hs, sc->creds);
+	s->gen = session_gen_ref(sc->gen);
+	auth_hs_init(&s->hs, s->gen->creds);
 	s->sink.to_app = session_to_app;
 	s->sink.to_node = session_to_node;
 	s->sink.arg = s;
@@ -927,8 +969,8 @@ session_start(struct session_ctx *sc, evutil_socket_t fd,
 	    session_app_eventcb, s);
 	bufferevent_setwatermark(s->app.bev, EV_READ, 0, SESSION_HS_READ_MAX);
 	bufferevent_enable(s->app.bev, EV_READ | EV_WRITE);
-	session_timer_set(s, sc->cfg->connect_timeout_ms +
-	    sc->cfg->handshake_timeout_ms);
+	session_timer_set(s, s->gen->cfg->connect_timeout_ms +
+	    s->gen->cfg->handshake_timeout_ms);
 	log_debug("session %llu: accepted from %s", (unsigned long long)s->id,
 	    s->app_addr);
 	session_connect(s);

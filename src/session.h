@@ -54,12 +54,30 @@ enum session_close_reason {
 
 TAILQ_HEAD(session_list, session);
 
+/*
+ * A configuration generation: the config, TLS context and credentials a
+ * reload produces.  A session keeps the generation it started under until
+ * it ends, so a reload never disturbs a live session.
+ */
+struct session_gen {
+	struct config		*cfg;
+	struct tls_ctx		*tls;
+	struct auth_creds	*creds;
+	unsigned		 id;
+	unsigned		 refs;
+};
+
+/* session_gen_new(cfg, tls, creds, id): owns the three; one reference. */
+struct session_gen *session_gen_new(struct config *cfg, struct tls_ctx *tls,
+	    struct auth_creds *creds, unsigned id);
+struct session_gen *session_gen_ref(struct session_gen *g);
+/* session_gen_unref(g): the last reference frees everything; NULL ok. */
+void	session_gen_unref(struct session_gen *g);
+
 /* What sessions share: one per event loop. */
 struct session_ctx {
 	struct event_base	*base;
-	const struct config	*cfg;
-	struct tls_ctx		*tls;
-	struct auth_creds	*creds;
+	struct session_gen	*gen;		/* for new sessions */
 	struct upstream		*up;
 	const struct topo_rewriter *rw;		/* translate mode, else NULL */
 	struct session_list	 sessions;
@@ -73,10 +91,12 @@ struct session_ctx {
 	void			*on_idle_arg;
 };
 
-/* session_ctx_init(sc, ...): an empty session set. */
+/* session_ctx_init(sc, base, gen, up): an empty set; takes a ref on gen. */
 void	session_ctx_init(struct session_ctx *sc, struct event_base *base,
-	    const struct config *cfg, struct tls_ctx *tls,
-	    struct auth_creds *creds, struct upstream *up);
+	    struct session_gen *gen, struct upstream *up);
+
+/* session_ctx_set_gen(sc, gen): new sessions use ${gen} (ref taken). */
+void	session_ctx_set_gen(struct session_ctx *sc, struct session_gen *gen);
 
 /*
  * session_start(sc, fd, sa, salen, target):

@@ -163,6 +163,51 @@ tls_load_trust(SSL_CTX *ctx, const struct config *c,
 	return (0);
 }
 
+/*
+ * Load [tls] crl_file (PEM, one or more CRLs) into the trust store and
+ * check every certificate of the node's chain against it; 0 or -1.
+ */
+static int
+tls_load_crl(SSL_CTX *ctx, const struct config *c,
+    struct config_errors *errs)
+{
+	X509_STORE	*store = SSL_CTX_get_cert_store(ctx);
+	X509_CRL	*crl;
+	BIO		*bio;
+	char		 where[256], e[256];
+	int		 n = 0;
+
+	if (c->crl_file == NULL)
+		return (0);
+	config_where(c, "tls", "crl_file", where, sizeof(where));
+	if ((bio = BIO_new_file(c->crl_file, "r")) == NULL) {
+		config_errors_add(errs, "%s: cannot open %s: %s", where,
+		    c->crl_file, tls_errstr(e, sizeof(e)));
+		return (-1);
+	}
+	while ((crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
+		if (X509_STORE_add_crl(store, crl) != 1) {
+			X509_CRL_free(crl);
+			BIO_free(bio);
+			config_errors_add(errs, "%s: cannot use a CRL from %s: "
+			    "%s", where, c->crl_file, tls_errstr(e, sizeof(e)));
+			return (-1);
+		}
+		X509_CRL_free(crl);
+		n++;
+	}
+	BIO_free(bio);
+	ERR_clear_error();	/* the end of the file */
+	if (n == 0) {
+		config_errors_add(errs, "%s: %s holds no PEM CRL (\"-----BEGIN "
+		    "X509 CRL-----\")", where, c->crl_file);
+		return (-1);
+	}
+	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK |
+	    X509_V_FLAG_CRL_CHECK_ALL);
+	return (0);
+}
+
 struct tls_ctx *
 tls_ctx_new(const struct config *c, struct config_errors *errs)
 {
@@ -196,6 +241,7 @@ tls_ctx_new(const struct config *c, struct config_errors *errs)
 		    "\"%s\": %s", config_where(c, "tls", "ciphersuites", where,
 		    sizeof(where)), c->ciphersuites, tls_errstr(e, sizeof(e)));
 	(void)tls_load_trust(ctx, c, errs);
+	(void)tls_load_crl(ctx, c, errs);
 	(void)tls_load_identity(ctx, c, errs);
 	ERR_clear_error();
 

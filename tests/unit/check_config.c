@@ -202,6 +202,8 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c->min_version, CONFIG_TLS_1_2);
 	ck_assert_ptr_null(c->ciphers);
 	ck_assert_ptr_null(c->ciphersuites);
+	ck_assert_ptr_null(c->crl_file);
+	ck_assert(!c->watch);
 	ck_assert_ptr_null(c->username);
 	ck_assert_ptr_null(c->password);
 	ck_assert_uint_eq(c->password_len, 0);
@@ -246,6 +248,8 @@ START_TEST(test_full)
 	ck_assert_int_eq(c->min_version, CONFIG_TLS_1_3);
 	ck_assert_str_eq(c->ciphers, "ECDHE+AESGCM");
 	ck_assert_str_eq(c->ciphersuites, "TLS_AES_256_GCM_SHA384");
+	ck_assert_str_eq(c->crl_file, DATA("certs/crl.pem"));
+	ck_assert(c->watch);
 	ck_assert_int_eq(c->client_auth, CONFIG_CLIENT_AUTH_PASSTHROUGH);
 	ck_assert_int_eq(c->log_level, LOG_LEVEL_DEBUG);
 	config_free(c);
@@ -264,7 +268,7 @@ START_TEST(test_where)
 	ck_assert_str_eq(config_where(c, "auth", "username", buf,
 	    sizeof(buf)), DATA("good-full.ini") ": [auth] username");
 	ck_assert_str_eq(config_where(c, "auth", "client_auth", buf,
-	    sizeof(buf)), DATA("good-full.ini") ":30: [auth] client_auth");
+	    sizeof(buf)), DATA("good-full.ini") ":32: [auth] client_auth");
 	config_free(c);
 
 	c = load_good(DATA("good-minimal.ini"));
@@ -994,8 +998,8 @@ START_TEST(test_shipped_example)
 		"handshake_timeout", "topology", "translate_prefix",
 		"local_dc", "ca_file", "cert_file", "key_file",
 		"key_password_file", "verify", "server_name", "min_version",
-		"ciphers", "ciphersuites", "username", "password_file",
-		"authzid", "client_auth", "level",
+		"ciphers", "ciphersuites", "crl_file", "watch", "username",
+		"password_file", "authzid", "client_auth", "level",
 	};
 	struct config	*c;
 	char		*text, want_path[300], line[64];
