@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <openssl/ssl.h>
@@ -24,6 +25,7 @@
 #include "session.h"
 #include "tls.h"
 #include "upstream.h"
+#include "watch.h"
 
 struct daemon {
 	struct event_base	*base;
@@ -35,6 +37,7 @@ struct daemon {
 	uint64_t		 reloads_ok, reloads_failed;
 	struct listener		*listener;
 	struct control		*control;	/* translate mode */
+	struct watch		*watch;		/* [tls] watch = yes */
 	struct session_ctx	 sc;
 	struct event		*sig_term, *sig_int, *sig_hup;
 	struct event		*drain_timer;
@@ -42,6 +45,7 @@ struct daemon {
 };
 
 static void	reload(struct daemon *d);
+static void	watch_update(struct daemon *d);
 
 static void
 usage(FILE *f)
@@ -168,6 +172,29 @@ load(struct daemon *d, const char *path, bool check)
 	return (0);
 }
 
+/* Log which client certificate a configuration generation presents. */
+static void
+log_identity(const struct session_gen *g)
+{
+	char		 serial[80], when[32];
+	int64_t		 not_after;
+	time_t		 t;
+	struct tm	 tm;
+
+	if (!tls_ctx_identity(g->tls, serial, sizeof(serial), &not_after)) {
+		log_info("generation %u: no client certificate", g->id);
+		return;
+	}
+	t = (time_t)not_after;
+	gmtime_r(&t, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	log_info("generation %u: client certificate serial %s, expires %s",
+	    g->id, serial, when);
+	if (not_after - (int64_t)time(NULL) < 7 * 24 * 3600)
+		log_warn("the client certificate expires in less than 7 days "
+		    "(%s)", when);
+}
+
 /* Whether two optional strings differ. */
 static bool
 str_differs(const char *a, const char *b)
@@ -247,9 +274,52 @@ reload(struct daemon *d)
 	session_gen_unref(gen);
 	log_set_level(cfg->log_level);
 	d->reloads_ok++;
+	watch_update(d);
+	log_identity(gen);
 	log_info("configuration reloaded from %s (generation %u); %u open "
 	    "session(s) keep the one they started with", d->path, gen->id,
 	    d->sc.nsessions);
+}
+
+/* A watched file changed ([tls] watch = yes). */
+static void
+watch_changed(void *arg)
+{
+	struct daemon	*d = arg;
+
+	if (d->draining)
+		return;
+	log_info("[tls] watch: a watched file changed; reloading %s",
+	    d->path);
+	reload(d);
+}
+
+/* Watch the files the current configuration names, or stop watching. */
+static void
+watch_update(struct daemon *d)
+{
+	const struct config	*c = d->sc.gen->cfg;
+	const char		*paths[8];
+	size_t			 n = 0;
+
+	if (!c->watch) {
+		watch_free(d->watch);
+		d->watch = NULL;
+		return;
+	}
+	if (d->watch == NULL &&
+	    (d->watch = watch_new(d->base, watch_changed, d)) == NULL)
+		return;
+	paths[n++] = d->path;
+	paths[n++] = c->ca_file;
+	paths[n++] = c->crl_file;
+	paths[n++] = c->cert_file;
+	paths[n++] = c->key_file;
+	paths[n++] = c->key_password_file;
+	paths[n++] = c->password_file;
+	n = watch_set(d->watch, paths, n);
+	log_info("[tls] watch: watching %zu director%s for changes", n,
+	    n == 1 ? "y" : "ies");
 }
 
 /* Free everything (so that leak checkers see a clean exit). */
@@ -261,6 +331,7 @@ teardown(struct daemon *d)
 		d->sc.on_idle = NULL;
 		session_close_all(&d->sc, SESSION_CLOSE_SHUTDOWN);
 		control_free(d->control);
+		watch_free(d->watch);
 		if (d->drain_timer != NULL)
 			event_free(d->drain_timer);
 		if (d->sig_term != NULL)
@@ -350,6 +421,7 @@ main(int argc, char *argv[])
 	}
 	if (d.cfg->topology == CONFIG_TOPOLOGY_TRANSLATE)
 		d.control = control_new(d.base, d.cfg, d.up, &d.sc);
+	watch_update(&d);
 	d.sig_term = evsignal_new(d.base, SIGTERM, signal_stop_cb, &d);
 	d.sig_int = evsignal_new(d.base, SIGINT, signal_stop_cb, &d);
 	d.sig_hup = evsignal_new(d.base, SIGHUP, signal_hup_cb, &d);
@@ -366,6 +438,7 @@ main(int argc, char *argv[])
 	    d.cfg->client_auth == CONFIG_CLIENT_AUTH_PASSTHROUGH ?
 	    "passed through from the app" : d.boot->creds->have_token ?
 	    "injected" : "not configured");
+	log_identity(d.boot);
 	if (event_base_dispatch(d.base) == -1)
 		log_error("event loop failed");
 	else

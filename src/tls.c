@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -161,6 +162,32 @@ tls_load_trust(SSL_CTX *ctx, const struct config *c,
 		return (-1);
 	}
 	return (0);
+}
+
+bool
+tls_ctx_identity(const struct tls_ctx *t, char *serial, size_t len,
+    int64_t *not_after)
+{
+	X509		*x = SSL_CTX_get0_certificate(t->ctx);
+	BIGNUM		*bn;
+	char		*hex;
+	struct tm	 tm;
+
+	if (x == NULL)
+		return (false);
+	snprintf(serial, len, "?");
+	if ((bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL)) !=
+	    NULL) {
+		if ((hex = BN_bn2hex(bn)) != NULL) {
+			snprintf(serial, len, "0x%s", hex);
+			OPENSSL_free(hex);
+		}
+		BN_free(bn);
+	}
+	*not_after = 0;
+	if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
+		*not_after = (int64_t)timegm(&tm);
+	return (true);
 }
 
 /*
