@@ -33,6 +33,9 @@
 /* Cassandra's native transport port, used when a port is left out. */
 #define CONFIG_DEFAULT_PORT	9042
 
+/* The admin endpoint's port when [admin] address has none. */
+#define CONFIG_ADMIN_PORT	9180
+
 /* Room for a host name (253 bytes) or an IPv6 literal, plus NUL. */
 #define CONFIG_HOST_MAX		256
 
@@ -83,6 +86,7 @@ enum config_key_id {
 	CONFIG_K_AUTHZID,
 	CONFIG_K_CLIENT_AUTH,
 	CONFIG_K_LEVEL,
+	CONFIG_K_ADMIN_ADDRESS,
 	CONFIG_K_COUNT
 };
 
@@ -142,7 +146,7 @@ struct config_parse {
 };
 
 static const char *const config_sections[] = {
-	"listen", "cluster", "tls", "auth", "log",
+	"listen", "cluster", "tls", "auth", "log", "admin",
 };
 
 static const struct config_choice config_verify_choices[] = {
@@ -323,6 +327,10 @@ static const struct config_key config_keys[CONFIG_K_COUNT] = {
 		.type = CONFIG_T_ENUM,
 		.choices = config_level_choices,
 		.dflt = "info",
+	},
+	[CONFIG_K_ADMIN_ADDRESS] = {
+		.section = "admin", .name = "address",
+		.type = CONFIG_T_LISTEN,
 	},
 };
 
@@ -725,12 +733,13 @@ static void
 config_set_listen(struct config_parse *p, const struct config_key *k,
     unsigned line, const char *value)
 {
+	bool		 admin = k == &config_keys[CONFIG_K_ADMIN_ADDRESS];
 	char		 host[CONFIG_HOST_MAX], q[CONFIG_QUOTE_MAX];
 	const char	*why;
 	uint16_t	 port;
 
 	if (util_split_hostport(value, host, sizeof(host), &port,
-	    CONFIG_DEFAULT_PORT, &why) == -1) {
+	    admin ? CONFIG_ADMIN_PORT : CONFIG_DEFAULT_PORT, &why) == -1) {
 		config_error(p, line, k, "invalid address %s: %s",
 		    config_quote(value, q, sizeof(q)), why);
 		return;
@@ -739,6 +748,12 @@ config_set_listen(struct config_parse *p, const struct config_key *k,
 		config_error(p, line, k, "%s is not an IP address literal "
 		    "(use 127.0.0.1:port or [::1]:port)",
 		    config_quote(host, q, sizeof(q)));
+		return;
+	}
+	if (admin) {
+		free(p->c->admin_host);
+		p->c->admin_host = util_xstrdup(host);
+		p->c->admin_port = port;
 		return;
 	}
 	free(p->c->listen_host);
@@ -1347,6 +1362,7 @@ config_free(struct config *c)
 	}
 	free(c->path);
 	free(c->listen_host);
+	free(c->admin_host);
 	for (i = 0; i < c->ncontact_points; i++)
 		free(c->contact_points[i].host);
 	free(c->contact_points);

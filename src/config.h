@@ -89,6 +89,10 @@ struct config {
 	/* [log] */
 	enum log_level	 log_level;
 
+	/* [admin] */
+	char		*admin_host;		/* NULL: no admin endpoint */
+	uint16_t	 admin_port;
+
 	/* Where each key was set, for later error messages. */
 	struct config_origin *origins;
 	size_t		 norigins;

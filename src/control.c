@@ -83,6 +83,8 @@ struct control {
 	bool			 listening;	/* per-node listeners wanted */
 	uint8_t			*scratch;
 	size_t			 scratch_cap;
+	char			 last_error[512];
+	uint64_t		 ready_since_ms;
 };
 
 static void	control_connect(struct control *ctl);
@@ -172,6 +174,8 @@ control_fail(struct control *ctl, const char *fmt, ...)
 	if (ms > CONTROL_RETRY_MAX_MS)
 		ms = CONTROL_RETRY_MAX_MS;
 	ctl->failures++;
+	snprintf(ctl->last_error, sizeof(ctl->last_error), "%s: %s",
+	    ctl->node != NULL ? ctl->node->addrstr : "-", why);
 	log_warn("control connection to %s: %s; retrying in %u ms",
 	    ctl->node != NULL ? ctl->node->addrstr : "-", why, ms);
 	control_timer(ctl->retry, ms);
@@ -379,7 +383,7 @@ control_to_node(void *arg, const uint8_t *p, size_t n)
 
 /* The handshake is over: register and read the ring. */
 static void
-control_ready(struct control *ctl)
+control_up(struct control *ctl)
 {
 	static const char *const events[] = {
 		"TOPOLOGY_CHANGE", "STATUS_CHANGE",
@@ -389,6 +393,8 @@ control_ready(struct control *ctl)
 	size_t			 i;
 
 	ctl->state = CONTROL_READY;
+	ctl->ready_since_ms = util_now_ms();
+	ctl->last_error[0] = '\0';
 	evtimer_del(ctl->retry);
 	log_info("control connection to %s ready", ctl->node->addrstr);
 	cql_writer_init(&w, body, sizeof(body));
@@ -433,7 +439,7 @@ control_readcb(struct bufferevent *bev, void *arg)
 		}
 		evbuffer_drain(in, (size_t)used);
 		if (ctl->hs.state == AUTH_S_DONE)
-			control_ready(ctl);
+			control_up(ctl);
 	}
 	while (ctl->state == CONTROL_READY) {
 		len = evbuffer_get_length(in);
@@ -649,13 +655,23 @@ control_new(struct event_base *base, const struct config *c,
 		log_error("control: out of memory");
 		abort();
 	}
-	hooks.node_added = control_node_added;
-	hooks.node_gone = control_node_gone;
-	hooks.arg = ctl;
-	upstream_set_hooks(up, &hooks);
-	sc->rw = &ctl->rw;
+	snprintf(ctl->last_error, sizeof(ctl->last_error), "not connected yet");
+	if (c->topology == CONFIG_TOPOLOGY_TRANSLATE) {
+		hooks.node_added = control_node_added;
+		hooks.node_gone = control_node_gone;
+		hooks.arg = ctl;
+		upstream_set_hooks(up, &hooks);
+		sc->rw = &ctl->rw;
+	}
 	control_timer(ctl->retry, 0);
 	return (ctl);
+}
+
+bool
+control_ready(const struct control *ctl, const char **why)
+{
+	*why = ctl->last_error;
+	return (ctl->state == CONTROL_READY);
 }
 
 void

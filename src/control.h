@@ -15,6 +15,8 @@
 #ifndef CONTROL_H
 #define CONTROL_H
 
+#include <stdbool.h>
+
 #include <event2/event.h>
 
 struct config;
@@ -28,10 +30,18 @@ struct control;
  * Set up translate mode for ${sc} (sets sc->rw) and start the control
  * connection, which uses the TLS context and credentials of sc->gen as of
  * each connect.  ${c} (the configuration cqltunnel started with) must live
- * as long as the control.  Call only when [cluster] topology = translate.
+ * as long as the control.  With [cluster] topology = pin there is no
+ * translation: the connection only proves that a node is reachable (for
+ * the admin endpoint's /readyz).
  */
 struct control *control_new(struct event_base *base, const struct config *c,
 	    struct upstream *up, struct session_ctx *sc);
+
+/*
+ * control_ready(ctl, why): whether the control connection is up (TLS and
+ * CQL handshake done, ring read); if not, *why says what failed last.
+ */
+bool	control_ready(const struct control *ctl, const char **why);
 
 /* control_stop_listening(ctl): close the per-node listeners (draining). */
 void	control_stop_listening(struct control *ctl);

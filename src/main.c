@@ -16,6 +16,7 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
+#include "admin.h"
 #include "auth.h"
 #include "config.h"
 #include "config_build.h"
@@ -38,8 +39,9 @@ struct daemon {
 	struct listener		*listener;
 	struct control		*control;	/* translate mode */
 	struct watch		*watch;		/* [tls] watch = yes */
+	struct admin		*admin;		/* [admin] address */
 	struct session_ctx	 sc;
-	struct event		*sig_term, *sig_int, *sig_hup;
+	struct event		*sig_term, *sig_int, *sig_hup, *sig_usr1;
 	struct event		*drain_timer;
 	bool			 draining;
 };
@@ -127,6 +129,34 @@ signal_stop_cb(evutil_socket_t sig, short what, void *arg)
 	    1000;
 	d->drain_timer = evtimer_new(d->base, drain_timeout_cb, d);
 	evtimer_add(d->drain_timer, &tv);
+}
+
+/* SIGUSR1: one status line. */
+static void
+signal_usr1_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon		*d = arg;
+	struct upstream_node	*n;
+	uint64_t		 app, node;
+	size_t			 i, up = 0, all = 0;
+
+	(void)sig;
+	(void)what;
+	for (i = 0; (n = upstream_node_at(d->up, i)) != NULL; i++) {
+		if (n->gone)
+			continue;
+		all++;
+		up += n->failures == 0 && !n->down;
+	}
+	session_ctx_bytes(&d->sc, &app, &node);
+	log_info("status: %u session(s) open, %llu accepted, %llu B from "
+	    "apps, %llu B from nodes, %zu of %zu node(s) up, configuration "
+	    "generation %u, %llu reload(s) ok, %llu failed%s",
+	    d->sc.nsessions, (unsigned long long)d->sc.stats.accepted,
+	    (unsigned long long)app, (unsigned long long)node, up, all,
+	    d->sc.gen->id, (unsigned long long)d->reloads_ok,
+	    (unsigned long long)d->reloads_failed,
+	    d->draining ? ", draining" : "");
 }
 
 /* SIGHUP: reload. */
@@ -330,6 +360,7 @@ teardown(struct daemon *d)
 		listener_free(d->listener);
 		d->sc.on_idle = NULL;
 		session_close_all(&d->sc, SESSION_CLOSE_SHUTDOWN);
+		admin_free(d->admin);
 		control_free(d->control);
 		watch_free(d->watch);
 		if (d->drain_timer != NULL)
@@ -340,6 +371,8 @@ teardown(struct daemon *d)
 			event_free(d->sig_int);
 		if (d->sig_hup != NULL)
 			event_free(d->sig_hup);
+		if (d->sig_usr1 != NULL)
+			event_free(d->sig_usr1);
 		event_base_free(d->base);
 	}
 	if (d->sc.gen != NULL)
@@ -419,8 +452,23 @@ main(int argc, char *argv[])
 		log_error("%s", err);
 		goto out;
 	}
-	if (d.cfg->topology == CONFIG_TOPOLOGY_TRANSLATE)
+	if (d.cfg->topology == CONFIG_TOPOLOGY_TRANSLATE ||
+	    d.cfg->admin_host != NULL)
 		d.control = control_new(d.base, d.cfg, d.up, &d.sc);
+	if (d.cfg->admin_host != NULL) {
+		struct admin_sources src = {
+			.sc = &d.sc, .up = d.up, .control = d.control,
+			.reloads_ok = &d.reloads_ok,
+			.reloads_failed = &d.reloads_failed,
+			.started_ms = util_wall_ms(),
+		};
+
+		if ((d.admin = admin_new(d.base, d.cfg, &src, err,
+		    sizeof(err))) == NULL) {
+			log_error("%s", err);
+			goto out;
+		}
+	}
 	watch_update(&d);
 	d.sig_term = evsignal_new(d.base, SIGTERM, signal_stop_cb, &d);
 	d.sig_int = evsignal_new(d.base, SIGINT, signal_stop_cb, &d);
@@ -428,6 +476,8 @@ main(int argc, char *argv[])
 	evsignal_add(d.sig_term, NULL);
 	evsignal_add(d.sig_int, NULL);
 	evsignal_add(d.sig_hup, NULL);
+	d.sig_usr1 = evsignal_new(d.base, SIGUSR1, signal_usr1_cb, &d);
+	evsignal_add(d.sig_usr1, NULL);
 
 	log_info("cqltunnel %s listening on %s; %zu contact point(s); "
 	    "topology %s; TLS verify %s; credentials %s", CQLTUNNEL_VERSION,

@@ -104,6 +104,25 @@ static const char *const session_reason_names[SESSION_CLOSE_NREASONS] = {
 	[SESSION_CLOSE_INTERNAL] = "internal error",
 };
 
+static const char *const session_reason_labels[SESSION_CLOSE_NREASONS] = {
+	[SESSION_CLOSE_APP_EOF] = "app_eof",
+	[SESSION_CLOSE_NODE_EOF] = "node_eof",
+	[SESSION_CLOSE_APP_ERROR] = "app_error",
+	[SESSION_CLOSE_NODE_ERROR] = "node_error",
+	[SESSION_CLOSE_NO_NODE] = "no_node",
+	[SESSION_CLOSE_CONNECT_FAILED] = "connect_failed",
+	[SESSION_CLOSE_CONNECT_TIMEOUT] = "connect_timeout",
+	[SESSION_CLOSE_TLS_FAILED] = "tls_failed",
+	[SESSION_CLOSE_HANDSHAKE_TIMEOUT] = "handshake_timeout",
+	[SESSION_CLOSE_PROTOCOL] = "protocol_error",
+	[SESSION_CLOSE_STARTUP_REFUSED] = "startup_refused",
+	[SESSION_CLOSE_AUTH_FAILED] = "auth_failed",
+	[SESSION_CLOSE_FRAME_TOO_LARGE] = "frame_too_large",
+	[SESSION_CLOSE_DRAIN_TIMEOUT] = "drain_timeout",
+	[SESSION_CLOSE_SHUTDOWN] = "shutdown",
+	[SESSION_CLOSE_INTERNAL] = "internal_error",
+};
+
 static void	session_connect(struct session *s);
 static void	session_app_readcb(struct bufferevent *bev, void *arg);
 static void	session_app_writecb(struct bufferevent *bev, void *arg);
@@ -113,6 +132,51 @@ static void	session_node_readcb(struct bufferevent *bev, void *arg);
 static void	session_node_writecb(struct bufferevent *bev, void *arg);
 static void	session_node_eventcb(struct bufferevent *bev, short what,
 		    void *arg);
+
+const char *
+session_close_reason_label(enum session_close_reason r)
+{
+	if ((unsigned)r < SESSION_CLOSE_NREASONS && session_reason_labels[r])
+		return (session_reason_labels[r]);
+	return ("unknown");
+}
+
+void
+session_ctx_bytes(const struct session_ctx *sc, uint64_t *app,
+    uint64_t *node)
+{
+	const struct session	*s;
+
+	*app = sc->stats.bytes_app;
+	*node = sc->stats.bytes_node;
+	TAILQ_FOREACH(s, &sc->sessions, entry) {
+		*app += s->app.bytes;
+		*node += s->node.bytes;
+	}
+}
+
+/* Count a TLS failure under ${label} (a bounded set of OpenSSL texts). */
+static void
+session_count_tls_failure(struct session_ctx *sc, const char *label)
+{
+	struct session_stats	*st = &sc->stats;
+	unsigned		 i;
+
+	for (i = 0; i < st->ntls_fail; i++) {
+		if (strcmp(st->tls_fail[i].label, label) == 0) {
+			st->tls_fail[i].n++;
+			return;
+		}
+	}
+	if (st->ntls_fail == SESSION_TLS_REASONS) {
+		st->tls_fail_other++;
+		return;
+	}
+	snprintf(st->tls_fail[i].label, sizeof(st->tls_fail[i].label), "%s",
+	    label);
+	st->tls_fail[i].n = 1;
+	st->ntls_fail++;
+}
 
 const char *
 session_close_reason_name(enum session_close_reason r)
@@ -264,6 +328,8 @@ session_close(struct session *s, enum session_close_reason reason)
 		sc->rewrites += s->relay.rewrites;
 		relay_free(&s->relay);
 	}
+	sc->stats.bytes_app += s->app.bytes;
+	sc->stats.bytes_node += s->node.bytes;
 	TAILQ_REMOVE(&sc->sessions, s, entry);
 	sc->nsessions--;
 	session_gen_unref(s->gen);
@@ -469,8 +535,20 @@ session_drained(struct session *s, struct session_half *dst,
 static void
 session_enter_relay(struct session *s)
 {
+	static const uint64_t	 bounds[SESSION_HS_NBUCKETS] =
+				    SESSION_HS_BUCKETS_MS;
+	struct session_stats	*st = &s->sc->stats;
+	uint64_t		 now = util_now_ms(), ms = now - s->started_ms;
+	unsigned		 i;
+
 	s->state = SESSION_RELAY;
 	evtimer_del(s->timer);
+	for (i = 0; i < SESSION_HS_NBUCKETS; i++)
+		if (ms <= bounds[i])
+			st->hs_bucket[i]++;
+	st->hs_count++;
+	st->hs_sum_ms += ms;
+	st->last_hs_ok_ms = now;
 	bufferevent_setwatermark(s->app.bev, EV_READ, 0, 0);
 	relay_init(&s->relay, s->hs.version != 0 ? s->hs.version :
 	    s->hs.first_version, s->hs.compression == AUTH_COMP_LZ4 ?
@@ -740,6 +818,17 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 		if (!s->tls_up && err == 0 && (what & BEV_EVENT_EOF))
 			snprintf(why, sizeof(why), "node closed the connection "
 			    "during the TLS handshake");
+		{
+			long	 vr = SSL_get_verify_result(
+			    bufferevent_openssl_get_ssl(bev));
+			const char *label = vr != X509_V_OK ?
+			    X509_verify_cert_error_string(vr) : err != 0 &&
+			    ERR_reason_error_string(err) != NULL ?
+			    ERR_reason_error_string(err) :
+			    "connection closed during handshake";
+
+			session_count_tls_failure(s->sc, label);
+		}
 		session_node_failed(s, SESSION_CLOSE_TLS_FAILED,
 		    "TLS to node %s failed: %s", session_node_label(s), why);
 		return;
@@ -941,6 +1030,7 @@ session_start(struct session_ctx *sc, evutil_socket_t fd,
 	}
 	s->sc = sc;
 	s->id = ++sc->next_id;
+	sc->stats.accepted++;
 	s->node_fd = -1;
 	s->target = target;
 	s->started_ms = util_now_ms();
