@@ -356,6 +356,17 @@ watch_update(struct daemon *d)
 static void
 teardown(struct daemon *d)
 {
+	sigset_t	 set;
+
+	/*
+	 * Exiting anyway: a supervisor's late SIGTERM must not turn a clean
+	 * exit into death by signal once our handlers are gone.
+	 */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
 	if (d->base != NULL) {
 		listener_free(d->listener);
 		d->sc.on_idle = NULL;

@@ -8,6 +8,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from cassandra_cluster import CassandraCluster  # noqa: E402
 from cassandra_node import CassandraNode, make_pki  # noqa: E402
 
 
@@ -46,6 +47,47 @@ def tunnel_config(cassandra, pki, password_file):
             "listen": {"drain_timeout": "5s"},
             "cluster": {"contact_points": "%s:%d" % (cassandra.host,
                                                        cassandra.native_port),
+                        "connect_timeout": "3s",
+                        "handshake_timeout": "10s"},
+            "tls": {"ca_file": pki["ca_crt"],
+                    "cert_file": pki["client_crt"],
+                    "key_file": pki["client_key"]},
+            "auth": {"username": "cassandra",
+                     "password_file": password_file()},
+            "log": {"level": "debug"},
+        }
+        for section, keys in over.items():
+            sections.setdefault(section, {})
+            for k, v in keys.items():
+                if v is None:
+                    sections[section].pop(k, None)
+                else:
+                    sections[section][k] = v
+        return sections
+    return make
+
+
+# -- the whole cluster (test_cluster.py) --------------------------------------
+
+@pytest.fixture(scope="session")
+def cassandra_cluster(base, pki):
+    """A real 3-node Cassandra 5.0 cluster on 127.0.0.1/.2/.3 (one native
+    port for all, TLS + PasswordAuthenticator on every node, keyspaces
+    cassandra_cluster.KEYSPACE_RF3 and KEYSPACE_RF1); see
+    cassandra_cluster.py.  Its ports are picked free on all three addresses,
+    so it can run beside the single-node fixture."""
+    with CassandraCluster(str(base / "cluster"), pki=pki) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_tunnel_config(cassandra_cluster, pki, password_file):
+    """Like tunnel_config, for a tunnel in front of the whole cluster:
+    contact_points names the three nodes (127.0.0.1 first)."""
+    def make(**over):
+        sections = {
+            "listen": {"drain_timeout": "5s"},
+            "cluster": {"contact_points": cassandra_cluster.contact_points(),
                         "connect_timeout": "3s",
                         "handshake_timeout": "10s"},
             "tls": {"ca_file": pki["ca_crt"],
