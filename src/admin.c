@@ -272,7 +272,7 @@ admin_new(struct event_base *base, const struct config *c,
 	evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
 	    EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
 	evhttp_set_max_headers_size(a->http, 8192);
-	evhttp_set_max_body_size(a->http, 0);
+	evhttp_set_max_body_size(a->http, 4096);
 	evhttp_set_timeout(a->http, 10);
 	evhttp_set_gencb(a->http, admin_request_cb, a);
 	if (evhttp_bind_socket_with_handle(a->http, c->admin_host,
