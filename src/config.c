@@ -33,6 +33,9 @@
 /* Cassandra's native transport port, used when a port is left out. */
 #define CONFIG_DEFAULT_PORT	9042
 
+/* Prefix of paths inside systemd's $CREDENTIALS_DIRECTORY. */
+#define CONFIG_CREDENTIALS	"%credentials%/"
+
 /* The admin endpoint's port when [admin] address has none. */
 #define CONFIG_ADMIN_PORT	9180
 
@@ -631,8 +634,20 @@ config_dir(const char *path)
 static char *
 config_path(const struct config_parse *p, const char *value)
 {
-	char	*s;
-	size_t	 n;
+	char		*s;
+	const char	*creds;
+	size_t		 n;
+
+	/* systemd credentials: %credentials%/NAME. */
+	if (strncmp(value, CONFIG_CREDENTIALS, strlen(CONFIG_CREDENTIALS)) ==
+	    0) {
+		if ((creds = getenv("CREDENTIALS_DIRECTORY")) == NULL)
+			return (NULL);
+		if (asprintf(&s, "%s/%s", creds,
+		    value + strlen(CONFIG_CREDENTIALS)) == -1)
+			config_oom();
+		return (s);
+	}
 
 	if (value[0] == '/')
 		return (util_xstrdup(value));
@@ -975,7 +990,11 @@ config_set(struct config_parse *p, const struct config_key *k,
 		}
 		sp = config_string_field(p->c, id);
 		free(*sp);
-		*sp = config_path(p, value);
+		if ((*sp = config_path(p, value)) == NULL)
+			config_error(p, line, k, "%s needs $CREDENTIALS_DIRECTORY"
+			    ", which systemd sets for services with "
+			    "LoadCredential=; it is not set here",
+			    CONFIG_CREDENTIALS);
 		return;
 	}
 }

@@ -23,6 +23,7 @@
 #include "control.h"
 #include "listener.h"
 #include "log.h"
+#include "notify.h"
 #include "session.h"
 #include "tls.h"
 #include "upstream.h"
@@ -111,6 +112,7 @@ signal_stop_cb(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	d->draining = true;
+	notify_state(NOTIFY_STOPPING, "draining");
 	listener_free(d->listener);
 	d->listener = NULL;
 	control_stop_listening(d->control);
@@ -279,6 +281,7 @@ reload(struct daemon *d)
 	struct session_gen	*gen;
 	size_t			 i;
 
+	notify_state(NOTIFY_RELOADING, "reloading the configuration");
 	cfg = config_load(d->path, &errs);
 	if (cfg != NULL)
 		tls = tls_ctx_new(cfg, &errs);
@@ -292,6 +295,8 @@ reload(struct daemon *d)
 		config_errors_free(&errs);
 		tls_ctx_free(tls);
 		config_free(cfg);
+		notify_state(NOTIFY_READY, "reload failed; old configuration "
+		    "kept");
 		return;
 	}
 	config_errors_free(&errs);
@@ -309,6 +314,7 @@ reload(struct daemon *d)
 	log_info("configuration reloaded from %s (generation %u); %u open "
 	    "session(s) keep the one they started with", d->path, gen->id,
 	    d->sc.nsessions);
+	notify_state(NOTIFY_READY, "configuration reloaded");
 }
 
 /* A watched file changed ([tls] watch = yes). */
@@ -367,6 +373,7 @@ teardown(struct daemon *d)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	sigprocmask(SIG_BLOCK, &set, NULL);
+	notify_watchdog_stop();
 	if (d->base != NULL) {
 		listener_free(d->listener);
 		d->sc.on_idle = NULL;
@@ -493,13 +500,17 @@ main(int argc, char *argv[])
 	log_info("cqltunnel %s listening on %s; %zu contact point(s); "
 	    "topology %s; TLS verify %s; credentials %s", CQLTUNNEL_VERSION,
 	    listener_address(d.listener), upstream_count(d.up),
-	    d.control != NULL ? "translate" : "pin",
+	    d.cfg->topology == CONFIG_TOPOLOGY_TRANSLATE ? "translate" : "pin",
 	    d.cfg->verify == CONFIG_VERIFY_FULL ? "full" :
 	    d.cfg->verify == CONFIG_VERIFY_CHAIN ? "chain" : "NONE",
 	    d.cfg->client_auth == CONFIG_CLIENT_AUTH_PASSTHROUGH ?
 	    "passed through from the app" : d.boot->creds->have_token ?
 	    "injected" : "not configured");
 	log_identity(d.boot);
+	notify_watchdog_start(d.base);
+	snprintf(err, sizeof(err), "listening on %s",
+	    listener_address(d.listener));
+	notify_state(NOTIFY_READY, err);
 	if (event_base_dispatch(d.base) == -1)
 		log_error("event loop failed");
 	else

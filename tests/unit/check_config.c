@@ -486,6 +486,33 @@ START_TEST(test_topology)
 }
 END_TEST
 
+/* systemd credentials: %credentials%/NAME under $CREDENTIALS_DIRECTORY. */
+START_TEST(test_credentials_dir)
+{
+	struct config	*c;
+	char		 want_path[300];
+
+	put("cql-password", "s3cret\n", 7, 0400);
+	ck_assert_int_eq(setenv("CREDENTIALS_DIRECTORY", tmpdir, 1), 0);
+	c = load_with("[auth]\nusername = app\n"
+	    "password_file = %credentials%/cql-password\n");
+	if (c == NULL)
+		dump();
+	ck_assert_ptr_nonnull(c);
+	snprintf(want_path, sizeof(want_path), "%s/cql-password", tmpdir);
+	ck_assert_str_eq(c->password_file, want_path);
+	ck_assert_str_eq(c->password, "s3cret");
+	config_free(c);
+
+	ck_assert_int_eq(unsetenv("CREDENTIALS_DIRECTORY"), 0);
+	ck_assert_ptr_null(load_with("[auth]\nusername = app\n"
+	    "password_file = %credentials%/cql-password\n"));
+	want("t.ini:7: [auth] password_file: %credentials%/ needs "
+	    "$CREDENTIALS_DIRECTORY, which systemd sets for services with "
+	    "LoadCredential=; it is not set here");
+}
+END_TEST
+
 START_TEST(test_listen_loopback)
 {
 	load_bad(DATA("bad-listen.ini"));
@@ -1067,6 +1094,7 @@ config_suite(void)
 	tcase_add_test(tc, test_syntax);
 	tcase_add_test(tc, test_values);
 	tcase_add_test(tc, test_topology);
+	tcase_add_test(tc, test_credentials_dir);
 	tcase_add_test(tc, test_listen_loopback);
 	tcase_add_test(tc, test_listen_addresses);
 	tcase_add_test(tc, test_limits);
