@@ -89,6 +89,8 @@ enum config_key_id {
 	CONFIG_K_AUTHZID,
 	CONFIG_K_CLIENT_AUTH,
 	CONFIG_K_LEVEL,
+	CONFIG_K_LOG_FORMAT,
+	CONFIG_K_LOG_TARGET,
 	CONFIG_K_ADMIN_ADDRESS,
 	CONFIG_K_COUNT
 };
@@ -190,6 +192,18 @@ static const struct config_choice config_level_choices[] = {
 };
 
 /* The configuration's public interface: every section and key. */
+static const struct config_choice config_format_choices[] = {
+	{ "text", LOG_FORMAT_TEXT, false },
+	{ "json", LOG_FORMAT_JSON, false },
+	{ NULL, 0, false },
+};
+
+static const struct config_choice config_target_choices[] = {
+	{ "stderr", LOG_TARGET_STDERR, false },
+	{ "syslog", LOG_TARGET_SYSLOG, false },
+	{ NULL, 0, false },
+};
+
 static const struct config_key config_keys[CONFIG_K_COUNT] = {
 	[CONFIG_K_ADDRESS] = {
 		.section = "listen", .name = "address",
@@ -330,6 +344,18 @@ static const struct config_key config_keys[CONFIG_K_COUNT] = {
 		.type = CONFIG_T_ENUM,
 		.choices = config_level_choices,
 		.dflt = "info",
+	},
+	[CONFIG_K_LOG_FORMAT] = {
+		.section = "log", .name = "format",
+		.type = CONFIG_T_ENUM,
+		.choices = config_format_choices,
+		.dflt = "text",
+	},
+	[CONFIG_K_LOG_TARGET] = {
+		.section = "log", .name = "target",
+		.type = CONFIG_T_ENUM,
+		.choices = config_target_choices,
+		.dflt = "stderr",
 	},
 	[CONFIG_K_ADMIN_ADDRESS] = {
 		.section = "admin", .name = "address",
@@ -735,6 +761,12 @@ config_store_number(struct config *c, enum config_key_id id, uint64_t v)
 		break;
 	case CONFIG_K_LEVEL:
 		c->log_level = (enum log_level)v;
+		break;
+	case CONFIG_K_LOG_FORMAT:
+		c->log_format = (enum log_format)v;
+		break;
+	case CONFIG_K_LOG_TARGET:
+		c->log_target = (enum log_target)v;
 		break;
 	default:
 		fprintf(stderr, "cqltunnel: config: key %d is not a number\n",

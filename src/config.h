@@ -88,6 +88,8 @@ struct config {
 
 	/* [log] */
 	enum log_level	 log_level;
+	enum log_format	 log_format;
+	enum log_target	 log_target;
 
 	/* [admin] */
 	char		*admin_host;		/* NULL: no admin endpoint */

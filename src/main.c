@@ -308,6 +308,7 @@ reload(struct daemon *d)
 	session_ctx_set_gen(&d->sc, gen);
 	session_gen_unref(gen);
 	log_set_level(cfg->log_level);
+	log_configure(cfg->log_format, cfg->log_target);
 	d->reloads_ok++;
 	watch_update(d);
 	log_identity(gen);
@@ -449,6 +450,8 @@ main(int argc, char *argv[])
 	if (load(&d, path, check) == -1)
 		goto out;
 	log_set_level(d.cfg->log_level);
+	if (!check)
+		log_configure(d.cfg->log_format, d.cfg->log_target);
 	if (d.cfg->verify == CONFIG_VERIFY_NONE)
 		log_warn("[tls] verify = none: node certificates are NOT "
 		    "verified; anyone on the path can impersonate the cluster "

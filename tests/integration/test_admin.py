@@ -207,3 +207,23 @@ def test_readyz_follows_the_node(tmp_path, own_node, tunnel_config):
         s.close()
         assert "control connection to 127.0.0.1:%d ready" % \
             own_node.native_port in t.log()
+
+
+def test_json_log_lines(tmp_path, tunnel_config):
+    """[log] format = json: every line is one JSON object."""
+    cfg = tunnel_config(log={"level": "debug", "format": "json"})
+    with Tunnel(str(tmp_path), cfg) as t:
+        s = cqlwire.connect(t.host, t.port)
+        cqlwire.query(s, "SELECT key FROM system.local")
+        s.close()
+        t.wait_log("session 1 closed")
+        lines = t.log().splitlines()
+    assert len(lines) > 5
+    levels = set()
+    for line in lines:
+        obj = json.loads(line)
+        assert set(obj) == {"ts", "level", "msg"}, obj
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$",
+                        obj["ts"])
+        levels.add(obj["level"])
+    assert {"info", "debug"} <= levels

@@ -1026,7 +1026,8 @@ START_TEST(test_shipped_example)
 		"local_dc", "ca_file", "cert_file", "key_file",
 		"key_password_file", "verify", "server_name", "min_version",
 		"ciphers", "ciphersuites", "crl_file", "watch", "username",
-		"password_file", "authzid", "client_auth", "level",
+		"password_file", "authzid", "client_auth", "level", "format",
+		"target",
 	};
 	struct config	*c;
 	char		*text, want_path[300], line[64];
