@@ -65,6 +65,18 @@ def parse_metrics(text):
     return samples
 
 
+def promtool_check(text):
+    """Prometheus's own linter (scripts/setup-deps installs promtool)."""
+    promtool = os.environ.get("CQLTUNNEL_PROMTOOL", "promtool")
+    if not os.access(promtool, os.X_OK):
+        pytest.fail("promtool not found at %s (run scripts/setup-deps)"
+                    % promtool)
+    r = subprocess.run([promtool, "check", "metrics"], input=text,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout + r.stderr == "", \
+        r.stdout + r.stderr
+
+
 def metric(samples, name, **labels):
     return samples[(name, frozenset(labels.items()))]
 
@@ -97,6 +109,7 @@ def test_metrics_match_traffic(tmp_path, tunnel_config, pki):
         status, ctype, text = get(admin, "/metrics")
         assert status == 200
         assert ctype.startswith("text/plain; version=0.0.4")
+        promtool_check(text)
         m = parse_metrics(text)
         assert metric(m, "cqltunnel_sessions_accepted_total") == n
         assert metric(m, "cqltunnel_sessions_closed_total",
