@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include "log.h"
@@ -224,7 +225,13 @@ tls_load_crl(SSL_CTX *ctx, const struct config *c,
 		n++;
 	}
 	BIO_free(bio);
-	ERR_clear_error();	/* the end of the file */
+	/* Only "no more PEM blocks" ends the file; anything else is damage. */
+	if (ERR_GET_REASON(ERR_peek_last_error()) != PEM_R_NO_START_LINE) {
+		config_errors_add(errs, "%s: %s: CRL %d is damaged: %s", where,
+		    c->crl_file, n + 1, tls_errstr(e, sizeof(e)));
+		return (-1);
+	}
+	ERR_clear_error();
 	if (n == 0) {
 		config_errors_add(errs, "%s: %s holds no PEM CRL (\"-----BEGIN "
 		    "X509 CRL-----\")", where, c->crl_file);
