@@ -33,6 +33,12 @@
 /* Cassandra's native transport port, used when a port is left out. */
 #define CONFIG_DEFAULT_PORT	9042
 
+/* Prefix of paths inside systemd's $CREDENTIALS_DIRECTORY. */
+#define CONFIG_CREDENTIALS	"%credentials%/"
+
+/* The admin endpoint's port when [admin] address has none. */
+#define CONFIG_ADMIN_PORT	9180
+
 /* Room for a host name (253 bytes) or an IPv6 literal, plus NUL. */
 #define CONFIG_HOST_MAX		256
 
@@ -76,11 +82,16 @@ enum config_key_id {
 	CONFIG_K_MIN_VERSION,
 	CONFIG_K_CIPHERS,
 	CONFIG_K_CIPHERSUITES,
+	CONFIG_K_CRL_FILE,
+	CONFIG_K_WATCH,
 	CONFIG_K_USERNAME,
 	CONFIG_K_PASSWORD_FILE,
 	CONFIG_K_AUTHZID,
 	CONFIG_K_CLIENT_AUTH,
 	CONFIG_K_LEVEL,
+	CONFIG_K_LOG_FORMAT,
+	CONFIG_K_LOG_TARGET,
+	CONFIG_K_ADMIN_ADDRESS,
 	CONFIG_K_COUNT
 };
 
@@ -140,7 +151,7 @@ struct config_parse {
 };
 
 static const char *const config_sections[] = {
-	"listen", "cluster", "tls", "auth", "log",
+	"listen", "cluster", "tls", "auth", "log", "admin",
 };
 
 static const struct config_choice config_verify_choices[] = {
@@ -181,6 +192,18 @@ static const struct config_choice config_level_choices[] = {
 };
 
 /* The configuration's public interface: every section and key. */
+static const struct config_choice config_format_choices[] = {
+	{ "text", LOG_FORMAT_TEXT, false },
+	{ "json", LOG_FORMAT_JSON, false },
+	{ NULL, 0, false },
+};
+
+static const struct config_choice config_target_choices[] = {
+	{ "stderr", LOG_TARGET_STDERR, false },
+	{ "syslog", LOG_TARGET_SYSLOG, false },
+	{ NULL, 0, false },
+};
+
 static const struct config_key config_keys[CONFIG_K_COUNT] = {
 	[CONFIG_K_ADDRESS] = {
 		.section = "listen", .name = "address",
@@ -287,6 +310,15 @@ static const struct config_key config_keys[CONFIG_K_COUNT] = {
 		.type = CONFIG_T_STRING,
 		.max = CONFIG_LINE_MAX,
 	},
+	[CONFIG_K_CRL_FILE] = {
+		.section = "tls", .name = "crl_file",
+		.type = CONFIG_T_PATH,
+	},
+	[CONFIG_K_WATCH] = {
+		.section = "tls", .name = "watch",
+		.type = CONFIG_T_BOOL,
+		.dflt = "no",
+	},
 	[CONFIG_K_USERNAME] = {
 		.section = "auth", .name = "username",
 		.type = CONFIG_T_CRED,
@@ -312,6 +344,22 @@ static const struct config_key config_keys[CONFIG_K_COUNT] = {
 		.type = CONFIG_T_ENUM,
 		.choices = config_level_choices,
 		.dflt = "info",
+	},
+	[CONFIG_K_LOG_FORMAT] = {
+		.section = "log", .name = "format",
+		.type = CONFIG_T_ENUM,
+		.choices = config_format_choices,
+		.dflt = "text",
+	},
+	[CONFIG_K_LOG_TARGET] = {
+		.section = "log", .name = "target",
+		.type = CONFIG_T_ENUM,
+		.choices = config_target_choices,
+		.dflt = "stderr",
+	},
+	[CONFIG_K_ADMIN_ADDRESS] = {
+		.section = "admin", .name = "address",
+		.type = CONFIG_T_LISTEN,
 	},
 };
 
@@ -612,8 +660,20 @@ config_dir(const char *path)
 static char *
 config_path(const struct config_parse *p, const char *value)
 {
-	char	*s;
-	size_t	 n;
+	char		*s;
+	const char	*creds;
+	size_t		 n;
+
+	/* systemd credentials: %credentials%/NAME. */
+	if (strncmp(value, CONFIG_CREDENTIALS, strlen(CONFIG_CREDENTIALS)) ==
+	    0) {
+		if ((creds = getenv("CREDENTIALS_DIRECTORY")) == NULL)
+			return (NULL);
+		if (asprintf(&s, "%s/%s", creds,
+		    value + strlen(CONFIG_CREDENTIALS)) == -1)
+			config_oom();
+		return (s);
+	}
 
 	if (value[0] == '/')
 		return (util_xstrdup(value));
@@ -643,6 +703,8 @@ config_string_field(struct config *c, enum config_key_id id)
 		return (&c->ciphers);
 	case CONFIG_K_CIPHERSUITES:
 		return (&c->ciphersuites);
+	case CONFIG_K_CRL_FILE:
+		return (&c->crl_file);
 	case CONFIG_K_USERNAME:
 		return (&c->username);
 	case CONFIG_K_PASSWORD_FILE:
@@ -666,6 +728,9 @@ config_store_number(struct config *c, enum config_key_id id, uint64_t v)
 	switch (id) {
 	case CONFIG_K_ALLOW_REMOTE:
 		c->allow_remote = v != 0;
+		break;
+	case CONFIG_K_WATCH:
+		c->watch = v != 0;
 		break;
 	case CONFIG_K_MAX_CONNECTIONS:
 		c->max_connections = (unsigned)v;
@@ -697,6 +762,12 @@ config_store_number(struct config *c, enum config_key_id id, uint64_t v)
 	case CONFIG_K_LEVEL:
 		c->log_level = (enum log_level)v;
 		break;
+	case CONFIG_K_LOG_FORMAT:
+		c->log_format = (enum log_format)v;
+		break;
+	case CONFIG_K_LOG_TARGET:
+		c->log_target = (enum log_target)v;
+		break;
 	default:
 		fprintf(stderr, "cqltunnel: config: key %d is not a number\n",
 		    (int)id);
@@ -709,12 +780,13 @@ static void
 config_set_listen(struct config_parse *p, const struct config_key *k,
     unsigned line, const char *value)
 {
+	bool		 admin = k == &config_keys[CONFIG_K_ADMIN_ADDRESS];
 	char		 host[CONFIG_HOST_MAX], q[CONFIG_QUOTE_MAX];
 	const char	*why;
 	uint16_t	 port;
 
 	if (util_split_hostport(value, host, sizeof(host), &port,
-	    CONFIG_DEFAULT_PORT, &why) == -1) {
+	    admin ? CONFIG_ADMIN_PORT : CONFIG_DEFAULT_PORT, &why) == -1) {
 		config_error(p, line, k, "invalid address %s: %s",
 		    config_quote(value, q, sizeof(q)), why);
 		return;
@@ -723,6 +795,12 @@ config_set_listen(struct config_parse *p, const struct config_key *k,
 		config_error(p, line, k, "%s is not an IP address literal "
 		    "(use 127.0.0.1:port or [::1]:port)",
 		    config_quote(host, q, sizeof(q)));
+		return;
+	}
+	if (admin) {
+		free(p->c->admin_host);
+		p->c->admin_host = util_xstrdup(host);
+		p->c->admin_port = port;
 		return;
 	}
 	free(p->c->listen_host);
@@ -944,7 +1022,11 @@ config_set(struct config_parse *p, const struct config_key *k,
 		}
 		sp = config_string_field(p->c, id);
 		free(*sp);
-		*sp = config_path(p, value);
+		if ((*sp = config_path(p, value)) == NULL)
+			config_error(p, line, k, "%s needs $CREDENTIALS_DIRECTORY"
+			    ", which systemd sets for services with "
+			    "LoadCredential=; it is not set here",
+			    CONFIG_CREDENTIALS);
 		return;
 	}
 }
@@ -1331,6 +1413,7 @@ config_free(struct config *c)
 	}
 	free(c->path);
 	free(c->listen_host);
+	free(c->admin_host);
 	for (i = 0; i < c->ncontact_points; i++)
 		free(c->contact_points[i].host);
 	free(c->contact_points);
@@ -1341,6 +1424,7 @@ config_free(struct config *c)
 	free(c->server_name);
 	free(c->ciphers);
 	free(c->ciphersuites);
+	free(c->crl_file);
 	free(c->username);
 	free(c->password_file);
 	free(c->authzid);

@@ -75,6 +75,8 @@ struct config {
 	enum config_tls_version min_version;
 	char		*ciphers;		/* TLS <= 1.2 list, optional */
 	char		*ciphersuites;		/* TLS 1.3 list, optional */
+	char		*crl_file;		/* optional */
+	bool		 watch;			/* reload on file changes */
 
 	/* [auth] */
 	char		*username;		/* NULL: no injection */
@@ -86,6 +88,12 @@ struct config {
 
 	/* [log] */
 	enum log_level	 log_level;
+	enum log_format	 log_format;
+	enum log_target	 log_target;
+
+	/* [admin] */
+	char		*admin_host;		/* NULL: no admin endpoint */
+	uint16_t	 admin_port;
 
 	/* Where each key was set, for later error messages. */
 	struct config_origin *origins;

@@ -58,11 +58,10 @@ enum control_stream {
 
 struct control {
 	struct event_base	*base;
-	const struct config	*cfg;
-	struct tls_ctx		*tls;
-	const struct auth_creds	*creds;
+	const struct config	*cfg;		/* restart-only settings */
 	struct upstream		*up;
 	struct session_ctx	*sc;
+	struct session_gen	*gen;		/* of the current connection */
 
 	struct topo_prepared	 prepared;	/* shared by sessions */
 	struct topo_rewriter	 rw;		/* sessions' rewriter */
@@ -84,6 +83,8 @@ struct control {
 	bool			 listening;	/* per-node listeners wanted */
 	uint8_t			*scratch;
 	size_t			 scratch_cap;
+	char			 last_error[512];
+	uint64_t		 ready_since_ms;
 };
 
 static void	control_connect(struct control *ctl);
@@ -163,6 +164,8 @@ control_fail(struct control *ctl, const char *fmt, ...)
 		bufferevent_free(ctl->bev);
 		ctl->bev = NULL;
 	}
+	session_gen_unref(ctl->gen);
+	ctl->gen = NULL;
 	evtimer_del(ctl->refresh);
 	ctl->in_refresh = false;
 	ctl->state = CONTROL_IDLE;
@@ -171,6 +174,8 @@ control_fail(struct control *ctl, const char *fmt, ...)
 	if (ms > CONTROL_RETRY_MAX_MS)
 		ms = CONTROL_RETRY_MAX_MS;
 	ctl->failures++;
+	snprintf(ctl->last_error, sizeof(ctl->last_error), "%s: %s",
+	    ctl->node != NULL ? ctl->node->addrstr : "-", why);
 	log_warn("control connection to %s: %s; retrying in %u ms",
 	    ctl->node != NULL ? ctl->node->addrstr : "-", why, ms);
 	control_timer(ctl->retry, ms);
@@ -378,7 +383,7 @@ control_to_node(void *arg, const uint8_t *p, size_t n)
 
 /* The handshake is over: register and read the ring. */
 static void
-control_ready(struct control *ctl)
+control_up(struct control *ctl)
 {
 	static const char *const events[] = {
 		"TOPOLOGY_CHANGE", "STATUS_CHANGE",
@@ -388,6 +393,8 @@ control_ready(struct control *ctl)
 	size_t			 i;
 
 	ctl->state = CONTROL_READY;
+	ctl->ready_since_ms = util_now_ms();
+	ctl->last_error[0] = '\0';
 	evtimer_del(ctl->retry);
 	log_info("control connection to %s ready", ctl->node->addrstr);
 	cql_writer_init(&w, body, sizeof(body));
@@ -432,7 +439,7 @@ control_readcb(struct bufferevent *bev, void *arg)
 		}
 		evbuffer_drain(in, (size_t)used);
 		if (ctl->hs.state == AUTH_S_DONE)
-			control_ready(ctl);
+			control_up(ctl);
 	}
 	while (ctl->state == CONTROL_READY) {
 		len = evbuffer_get_length(in);
@@ -518,7 +525,7 @@ control_tcp_connected(struct control *ctl)
 {
 	SSL	*ssl;
 
-	if ((ssl = tls_ssl_new(ctl->tls, ctl->node->host)) == NULL) {
+	if ((ssl = tls_ssl_new(ctl->gen->tls, ctl->node->host)) == NULL) {
 		control_fail(ctl, "cannot set up TLS");
 		return;
 	}
@@ -534,8 +541,8 @@ control_tcp_connected(struct control *ctl)
 	bufferevent_setcb(ctl->bev, control_readcb, NULL, control_eventcb, ctl);
 	bufferevent_enable(ctl->bev, EV_READ | EV_WRITE);
 	ctl->state = CONTROL_HANDSHAKE;
-	auth_hs_init(&ctl->hs, ctl->creds);
-	control_timer(ctl->retry, ctl->cfg->handshake_timeout_ms);
+	auth_hs_init(&ctl->hs, ctl->gen->creds);
+	control_timer(ctl->retry, ctl->gen->cfg->handshake_timeout_ms);
 }
 
 static void
@@ -576,6 +583,7 @@ control_connect(struct control *ctl)
 	}
 	ctl->node = n;
 	ctl->state = CONTROL_CONNECTING;
+	ctl->gen = session_gen_ref(ctl->sc->gen);
 	ctl->fd = socket(n->addr.ss_family,
 	    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (ctl->fd == -1) {
@@ -594,8 +602,9 @@ control_connect(struct control *ctl)
 	}
 	ctl->connect_ev = event_new(ctl->base, ctl->fd, EV_WRITE,
 	    control_connect_cb, ctl);
-	tv.tv_sec = (time_t)(ctl->cfg->connect_timeout_ms / 1000);
-	tv.tv_usec = (suseconds_t)(ctl->cfg->connect_timeout_ms % 1000) * 1000;
+	tv.tv_sec = (time_t)(ctl->gen->cfg->connect_timeout_ms / 1000);
+	tv.tv_usec = (suseconds_t)(ctl->gen->cfg->connect_timeout_ms % 1000) *
+	    1000;
 	event_add(ctl->connect_ev, &tv);
 }
 
@@ -610,7 +619,7 @@ control_retry_cb(evutil_socket_t fd, short what, void *arg)
 	if (ctl->state == CONTROL_HANDSHAKE) {
 		upstream_report(ctl->up, ctl->node, false);
 		control_fail(ctl, "handshake did not complete within %u ms",
-		    ctl->cfg->handshake_timeout_ms);
+		    ctl->gen->cfg->handshake_timeout_ms);
 		return;
 	}
 	if (ctl->state == CONTROL_IDLE)
@@ -619,8 +628,7 @@ control_retry_cb(evutil_socket_t fd, short what, void *arg)
 
 struct control *
 control_new(struct event_base *base, const struct config *c,
-    struct tls_ctx *tls, const struct auth_creds *creds, struct upstream *up,
-    struct session_ctx *sc)
+    struct upstream *up, struct session_ctx *sc)
 {
 	struct control		*ctl;
 	struct upstream_hooks	 hooks;
@@ -628,8 +636,6 @@ control_new(struct event_base *base, const struct config *c,
 	ctl = util_xcalloc(1, sizeof(*ctl));
 	ctl->base = base;
 	ctl->cfg = c;
-	ctl->tls = tls;
-	ctl->creds = creds;
 	ctl->up = up;
 	ctl->sc = sc;
 	ctl->fd = -1;
@@ -649,13 +655,23 @@ control_new(struct event_base *base, const struct config *c,
 		log_error("control: out of memory");
 		abort();
 	}
-	hooks.node_added = control_node_added;
-	hooks.node_gone = control_node_gone;
-	hooks.arg = ctl;
-	upstream_set_hooks(up, &hooks);
-	sc->rw = &ctl->rw;
+	snprintf(ctl->last_error, sizeof(ctl->last_error), "not connected yet");
+	if (c->topology == CONFIG_TOPOLOGY_TRANSLATE) {
+		hooks.node_added = control_node_added;
+		hooks.node_gone = control_node_gone;
+		hooks.arg = ctl;
+		upstream_set_hooks(up, &hooks);
+		sc->rw = &ctl->rw;
+	}
 	control_timer(ctl->retry, 0);
 	return (ctl);
+}
+
+bool
+control_ready(const struct control *ctl, const char **why)
+{
+	*why = ctl->last_error;
+	return (ctl->state == CONTROL_READY);
 }
 
 void
@@ -689,6 +705,7 @@ control_free(struct control *ctl)
 		evutil_closesocket(ctl->fd);
 	if (ctl->bev != NULL)
 		bufferevent_free(ctl->bev);
+	session_gen_unref(ctl->gen);
 	event_free(ctl->retry);
 	event_free(ctl->refresh);
 	free(ctl->scratch);

@@ -15,24 +15,33 @@
 #ifndef CONTROL_H
 #define CONTROL_H
 
+#include <stdbool.h>
+
 #include <event2/event.h>
 
 struct config;
-struct tls_ctx;
-struct auth_creds;
 struct upstream;
 struct session_ctx;
 struct topo_rewriter;
 struct control;
 
 /*
- * control_new(base, c, tls, creds, up, sc):
+ * control_new(base, c, up, sc):
  * Set up translate mode for ${sc} (sets sc->rw) and start the control
- * connection.  Call only when [cluster] topology = translate.
+ * connection, which uses the TLS context and credentials of sc->gen as of
+ * each connect.  ${c} (the configuration cqltunnel started with) must live
+ * as long as the control.  With [cluster] topology = pin there is no
+ * translation: the connection only proves that a node is reachable (for
+ * the admin endpoint's /readyz).
  */
 struct control *control_new(struct event_base *base, const struct config *c,
-	    struct tls_ctx *tls, const struct auth_creds *creds,
 	    struct upstream *up, struct session_ctx *sc);
+
+/*
+ * control_ready(ctl, why): whether the control connection is up (TLS and
+ * CQL handshake done, ring read); if not, *why says what failed last.
+ */
+bool	control_ready(const struct control *ctl, const char **why);
 
 /* control_stop_listening(ctl): close the per-node listeners (draining). */
 void	control_stop_listening(struct control *ctl);

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "listener.h"
 #include "log.h"
+#include "notify.h"
 #include "session.h"
 #include "upstream.h"
 #include "util.h"
@@ -41,14 +42,14 @@ listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	uint64_t	 now;
 
 	(void)lev;
-	if (l->sc->nsessions >= l->cfg->max_connections) {
+	if (l->sc->nsessions >= l->sc->gen->cfg->max_connections) {
 		l->refused++;
 		now = util_now_ms();
 		if (now - l->last_refusal_log_ms >= 1000) {
 			log_warn("refusing connection from %s: max_connections "
 			    "(%u) reached (%llu refused so far)",
 			    util_sockaddr_str(sa, peer, sizeof(peer)),
-			    l->cfg->max_connections,
+			    l->sc->gen->cfg->max_connections,
 			    (unsigned long long)l->refused);
 			l->last_refusal_log_ms = now;
 		}
@@ -89,6 +90,38 @@ listener_error_cb(struct evconnlistener *lev, void *arg)
 	log_warn("accept on %s: %s", l->addr, strerror(err));
 }
 
+/* Socket activation: listen on the socket systemd passed. */
+static struct listener *
+listener_adopt(struct event_base *base, const struct config *c,
+    struct session_ctx *sc, int fd, char *err, size_t errlen)
+{
+	struct listener		*l;
+	struct sockaddr_storage	 ss;
+	socklen_t		 sslen = sizeof(ss);
+
+	l = util_xcalloc(1, sizeof(*l));
+	l->sc = sc;
+	l->cfg = c;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sslen) == 0)
+		util_sockaddr_str((struct sockaddr *)&ss, l->addr,
+		    sizeof(l->addr));
+	evutil_make_socket_nonblocking(fd);
+	evutil_make_socket_closeonexec(fd);
+	l->lev = evconnlistener_new(base, listener_accept_cb, l,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (l->lev == NULL) {
+		snprintf(err, errlen, "cannot use the socket passed by systemd "
+		    "(%s)", l->addr);
+		free(l);
+		return (NULL);
+	}
+	evconnlistener_set_error_cb(l->lev, listener_error_cb);
+	l->backoff = evtimer_new(base, listener_backoff_cb, l);
+	log_info("using the listening socket passed by systemd (%s)",
+	    l->addr);
+	return (l);
+}
+
 struct listener *
 listener_new(struct event_base *base, const struct config *c,
     struct session_ctx *sc, struct upstream_node *target, char *err,
@@ -97,7 +130,7 @@ listener_new(struct event_base *base, const struct config *c,
 	struct listener	*l;
 	struct addrinfo	 hints, *res;
 	char		 host[INET6_ADDRSTRLEN], port[8];
-	int		 rc;
+	int		 rc, fd;
 
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
@@ -112,6 +145,8 @@ listener_new(struct event_base *base, const struct config *c,
 		    target->host);
 		return (NULL);
 	}
+	if (target == NULL && (fd = notify_listen_fd()) != -1)
+		return (listener_adopt(base, c, sc, fd, err, errlen));
 	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0) {
 		snprintf(err, errlen, "%s %s: %s", target == NULL ?
 		    "[listen] address" : "tunnel address", host,

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <syslog.h>
 #include <time.h>
 
 #include <event2/event.h>
@@ -12,6 +13,8 @@
 #include "log.h"
 
 static enum log_level log_level = LOG_LEVEL_INFO;
+static enum log_format log_format = LOG_FORMAT_TEXT;
+static enum log_target log_target = LOG_TARGET_STDERR;
 
 static const char *const log_names[] = {
 	[LOG_LEVEL_ERROR] = "error",
@@ -45,6 +48,31 @@ log_init(enum log_level level)
 {
 	log_level = level;
 	event_set_log_callback(log_event_cb);
+}
+
+void
+log_configure(enum log_format format, enum log_target target)
+{
+	if (target == LOG_TARGET_SYSLOG && log_target != LOG_TARGET_SYSLOG)
+		openlog("cqltunnel", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+	else if (target != LOG_TARGET_SYSLOG && log_target == LOG_TARGET_SYSLOG)
+		closelog();
+	log_format = format;
+	log_target = target;
+}
+
+/* ${src} (already sanitized: printable ASCII) as a JSON string body. */
+static void
+log_json_escape(char *dst, size_t dstlen, const char *src)
+{
+	size_t	 o = 0;
+
+	for (; *src != '\0' && o + 3 < dstlen; src++) {
+		if (*src == '"' || *src == '\\')
+			dst[o++] = '\\';
+		dst[o++] = *src;
+	}
+	dst[o] = '\0';
 }
 
 void
@@ -101,10 +129,25 @@ log_sanitize(char *dst, size_t dstlen, const char *src)
 	dst[o] = '\0';
 }
 
+static int
+log_priority(enum log_level level)
+{
+	switch (level) {
+	case LOG_LEVEL_ERROR:
+		return (LOG_ERR);
+	case LOG_LEVEL_WARN:
+		return (LOG_WARNING);
+	case LOG_LEVEL_INFO:
+		return (LOG_INFO);
+	default:
+		return (LOG_DEBUG);
+	}
+}
+
 void
 log_vlog(enum log_level level, const char *fmt, va_list ap)
 {
-	char		 raw[2048], clean[4096], ts[32];
+	char		 raw[2048], clean[4096], json[8192], ts[32];
 	struct timespec	 now;
 	struct tm	 tm;
 	int		 saved = errno;
@@ -116,8 +159,20 @@ log_vlog(enum log_level level, const char *fmt, va_list ap)
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-	fprintf(stderr, "%s.%03ldZ %-5s %s\n", ts, now.tv_nsec / 1000000,
-	    log_names[level], clean);
+	if (log_format == LOG_FORMAT_JSON) {
+		log_json_escape(json, sizeof(json), clean);
+		if (log_target == LOG_TARGET_SYSLOG)
+			syslog(log_priority(level), "{\"level\":\"%s\","
+			    "\"msg\":\"%s\"}", log_names[level], json);
+		else
+			fprintf(stderr, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\","
+			    "\"msg\":\"%s\"}\n", ts, now.tv_nsec / 1000000,
+			    log_names[level], json);
+	} else if (log_target == LOG_TARGET_SYSLOG)
+		syslog(log_priority(level), "%s", clean);
+	else
+		fprintf(stderr, "%s.%03ldZ %-5s %s\n", ts,
+		    now.tv_nsec / 1000000, log_names[level], clean);
 	errno = saved;
 }
 

@@ -16,7 +16,19 @@ enum log_level {
 };
 
 /* log_init(level): set the threshold; routes libevent's own messages in. */
+enum log_format {
+	LOG_FORMAT_TEXT,	/* "2026-...Z info  message" */
+	LOG_FORMAT_JSON,	/* {"ts":..,"level":..,"msg":..} per line */
+};
+
+enum log_target {
+	LOG_TARGET_STDERR,
+	LOG_TARGET_SYSLOG,	/* facility daemon, ident cqltunnel */
+};
+
 void	log_init(enum log_level level);
+/* log_configure(format, target): where and how lines are written. */
+void	log_configure(enum log_format format, enum log_target target);
 void	log_set_level(enum log_level level);
 enum log_level log_get_level(void);
 

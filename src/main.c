@@ -11,33 +11,44 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
+#include "admin.h"
 #include "auth.h"
 #include "config.h"
 #include "config_build.h"
 #include "control.h"
 #include "listener.h"
 #include "log.h"
+#include "notify.h"
 #include "session.h"
 #include "tls.h"
 #include "upstream.h"
+#include "watch.h"
 
 struct daemon {
 	struct event_base	*base;
-	struct config		*cfg;
-	struct tls_ctx		*tls;
-	struct auth_creds	*creds;
+	const char		*path;
+	struct session_gen	*boot;		/* the config started with */
+	struct config		*cfg;		/* boot->cfg */
 	struct upstream		*up;
+	unsigned		 generation;
+	uint64_t		 reloads_ok, reloads_failed;
 	struct listener		*listener;
 	struct control		*control;	/* translate mode */
+	struct watch		*watch;		/* [tls] watch = yes */
+	struct admin		*admin;		/* [admin] address */
 	struct session_ctx	 sc;
-	struct event		*sig_term, *sig_int, *sig_hup;
+	struct event		*sig_term, *sig_int, *sig_hup, *sig_usr1;
 	struct event		*drain_timer;
 	bool			 draining;
 };
+
+static void	reload(struct daemon *d);
+static void	watch_update(struct daemon *d);
 
 static void
 usage(FILE *f)
@@ -101,6 +112,7 @@ signal_stop_cb(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	d->draining = true;
+	notify_state(NOTIFY_STOPPING, "draining");
 	listener_free(d->listener);
 	d->listener = NULL;
 	control_stop_listening(d->control);
@@ -110,24 +122,59 @@ signal_stop_cb(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	log_info("signal %d: stopped accepting; draining %u session(s) for "
-	    "up to %u ms", (int)sig, d->sc.nsessions, d->cfg->drain_timeout_ms);
+	    "up to %u ms", (int)sig, d->sc.nsessions,
+	    d->sc.gen->cfg->drain_timeout_ms);
 	d->sc.on_idle = drained_cb;
 	d->sc.on_idle_arg = d;
-	tv.tv_sec = (time_t)(d->cfg->drain_timeout_ms / 1000);
-	tv.tv_usec = (suseconds_t)(d->cfg->drain_timeout_ms % 1000) * 1000;
+	tv.tv_sec = (time_t)(d->sc.gen->cfg->drain_timeout_ms / 1000);
+	tv.tv_usec = (suseconds_t)(d->sc.gen->cfg->drain_timeout_ms % 1000) *
+	    1000;
 	d->drain_timer = evtimer_new(d->base, drain_timeout_cb, d);
 	evtimer_add(d->drain_timer, &tv);
 }
 
-/* SIGHUP: reloading is not implemented yet; never die on it. */
+/* SIGUSR1: one status line. */
+static void
+signal_usr1_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon		*d = arg;
+	struct upstream_node	*n;
+	uint64_t		 app, node;
+	size_t			 i, up = 0, all = 0;
+
+	(void)sig;
+	(void)what;
+	for (i = 0; (n = upstream_node_at(d->up, i)) != NULL; i++) {
+		if (n->gone)
+			continue;
+		all++;
+		up += n->failures == 0 && !n->down;
+	}
+	session_ctx_bytes(&d->sc, &app, &node);
+	log_info("status: %u session(s) open, %llu accepted, %llu B from "
+	    "apps, %llu B from nodes, %zu of %zu node(s) up, configuration "
+	    "generation %u, %llu reload(s) ok, %llu failed%s",
+	    d->sc.nsessions, (unsigned long long)d->sc.stats.accepted,
+	    (unsigned long long)app, (unsigned long long)node, up, all,
+	    d->sc.gen->id, (unsigned long long)d->reloads_ok,
+	    (unsigned long long)d->reloads_failed,
+	    d->draining ? ", draining" : "");
+}
+
+/* SIGHUP: reload. */
 static void
 signal_hup_cb(evutil_socket_t sig, short what, void *arg)
 {
+	struct daemon	*d = arg;
+
 	(void)sig;
 	(void)what;
-	(void)arg;
-	log_warn("SIGHUP: configuration reload is not supported yet; "
-	    "restart cqltunnel to apply changes");
+	if (d->draining) {
+		log_info("SIGHUP while draining: ignored");
+		return;
+	}
+	log_info("SIGHUP: reloading %s", d->path);
+	reload(d);
 }
 
 /* Load config, TLS context, credentials and nodes; 0 or -1. */
@@ -135,20 +182,181 @@ static int
 load(struct daemon *d, const char *path, bool check)
 {
 	struct config_errors	 errs = { NULL, 0, 0 };
+	struct config		*cfg;
+	struct tls_ctx		*tls = NULL;
 
-	d->cfg = config_load(path, &errs);
-	if (d->cfg != NULL) {
-		d->tls = tls_ctx_new(d->cfg, &errs);
-		d->up = upstream_new(d->cfg, check ? &errs : NULL);
+	cfg = config_load(path, &errs);
+	if (cfg != NULL) {
+		tls = tls_ctx_new(cfg, &errs);
+		d->up = upstream_new(cfg, check ? &errs : NULL);
 	}
 	if (errs.n > 0) {
 		print_errors(&errs);
 		config_errors_free(&errs);
+		tls_ctx_free(tls);
+		config_free(cfg);
 		return (-1);
 	}
 	config_errors_free(&errs);
-	d->creds = auth_creds_new(d->cfg);
+	d->boot = session_gen_new(cfg, tls, auth_creds_new(cfg),
+	    ++d->generation);
+	d->cfg = cfg;
 	return (0);
+}
+
+/* Log which client certificate a configuration generation presents. */
+static void
+log_identity(const struct session_gen *g)
+{
+	char		 serial[80], when[32];
+	int64_t		 not_after;
+	time_t		 t;
+	struct tm	 tm;
+
+	if (!tls_ctx_identity(g->tls, serial, sizeof(serial), &not_after)) {
+		log_info("generation %u: no client certificate", g->id);
+		return;
+	}
+	t = (time_t)not_after;
+	gmtime_r(&t, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	log_info("generation %u: client certificate serial %s, expires %s",
+	    g->id, serial, when);
+	if (not_after - (int64_t)time(NULL) < 7 * 24 * 3600)
+		log_warn("the client certificate expires in less than 7 days "
+		    "(%s)", when);
+}
+
+/* Whether two optional strings differ. */
+static bool
+str_differs(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return (a != b);
+	return (strcmp(a, b) != 0);
+}
+
+/* Warn about settings a reload cannot apply (they keep their old value). */
+static void
+reload_restart_only(const struct config *old, const struct config *c)
+{
+	bool	 same = old->ncontact_points == c->ncontact_points;
+	size_t	 i;
+
+	if (str_differs(old->listen_host, c->listen_host) ||
+	    old->listen_port != c->listen_port ||
+	    old->allow_remote != c->allow_remote)
+		log_warn("reload: [listen] address/allow_remote changed; "
+		    "restart cqltunnel to apply (still %s%s%s:%u)",
+		    strchr(old->listen_host, ':') ? "[" : "", old->listen_host,
+		    strchr(old->listen_host, ':') ? "]" : "",
+		    (unsigned)old->listen_port);
+	for (i = 0; same && i < c->ncontact_points; i++)
+		same = old->contact_points[i].port ==
+		    c->contact_points[i].port &&
+		    strcmp(old->contact_points[i].host,
+		    c->contact_points[i].host) == 0;
+	if (!same)
+		log_warn("reload: [cluster] contact_points changed; restart "
+		    "cqltunnel to apply");
+	if (old->topology != c->topology ||
+	    old->translate_net != c->translate_net ||
+	    old->translate_bits != c->translate_bits ||
+	    str_differs(old->local_dc, c->local_dc))
+		log_warn("reload: [cluster] topology, translate_prefix or "
+		    "local_dc changed; restart cqltunnel to apply");
+}
+
+/*
+ * SIGHUP: load the configuration again and, if all of it is valid (INI,
+ * certificate, key, CA, CRL, password), use it for new sessions.  Open
+ * sessions keep the generation they started with.
+ */
+static void
+reload(struct daemon *d)
+{
+	struct config_errors	 errs = { NULL, 0, 0 };
+	struct config		*cfg;
+	struct tls_ctx		*tls = NULL;
+	struct session_gen	*gen;
+	size_t			 i;
+
+	notify_state(NOTIFY_RELOADING, "reloading the configuration");
+	cfg = config_load(d->path, &errs);
+	if (cfg != NULL)
+		tls = tls_ctx_new(cfg, &errs);
+	if (errs.n > 0) {
+		d->reloads_failed++;
+		for (i = 0; i < errs.n; i++)
+			log_error("reload: %s", errs.v[i]);
+		log_error("reload failed (%zu error(s)); still using "
+		    "configuration generation %u", errs.n,
+		    d->sc.gen->id);
+		config_errors_free(&errs);
+		tls_ctx_free(tls);
+		config_free(cfg);
+		notify_state(NOTIFY_READY, "reload failed; old configuration "
+		    "kept");
+		return;
+	}
+	config_errors_free(&errs);
+	reload_restart_only(d->cfg, cfg);
+	if (cfg->verify == CONFIG_VERIFY_NONE)
+		log_warn("[tls] verify = none: node certificates are NOT "
+		    "verified");
+	gen = session_gen_new(cfg, tls, auth_creds_new(cfg), ++d->generation);
+	session_ctx_set_gen(&d->sc, gen);
+	session_gen_unref(gen);
+	log_set_level(cfg->log_level);
+	log_configure(cfg->log_format, cfg->log_target);
+	d->reloads_ok++;
+	watch_update(d);
+	log_identity(gen);
+	log_info("configuration reloaded from %s (generation %u); %u open "
+	    "session(s) keep the one they started with", d->path, gen->id,
+	    d->sc.nsessions);
+	notify_state(NOTIFY_READY, "configuration reloaded");
+}
+
+/* A watched file changed ([tls] watch = yes). */
+static void
+watch_changed(void *arg)
+{
+	struct daemon	*d = arg;
+
+	if (d->draining)
+		return;
+	log_info("[tls] watch: a watched file changed; reloading %s",
+	    d->path);
+	reload(d);
+}
+
+/* Watch the files the current configuration names, or stop watching. */
+static void
+watch_update(struct daemon *d)
+{
+	const struct config	*c = d->sc.gen->cfg;
+	const char		*paths[8];
+	size_t			 n = 0;
+
+	if (!c->watch) {
+		watch_free(d->watch);
+		d->watch = NULL;
+		return;
+	}
+	if (d->watch == NULL &&
+	    (d->watch = watch_new(d->base, watch_changed, d)) == NULL)
+		return;
+	paths[n++] = d->path;
+	paths[n++] = c->ca_file;
+	paths[n++] = c->crl_file;
+	paths[n++] = c->cert_file;
+	paths[n++] = c->key_file;
+	paths[n++] = c->key_password_file;
+	paths[n++] = c->password_file;
+	n = watch_set(d->watch, paths, n);
+	log_info("[tls] watch: watching %zu director%s for changes", n,
+	    n == 1 ? "y" : "ies");
 }
 
 /* Free everything (so that leak checkers see a clean exit). */
@@ -166,11 +374,14 @@ teardown(struct daemon *d)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	sigprocmask(SIG_BLOCK, &set, NULL);
+	notify_watchdog_stop();
 	if (d->base != NULL) {
 		listener_free(d->listener);
 		d->sc.on_idle = NULL;
 		session_close_all(&d->sc, SESSION_CLOSE_SHUTDOWN);
+		admin_free(d->admin);
 		control_free(d->control);
+		watch_free(d->watch);
 		if (d->drain_timer != NULL)
 			event_free(d->drain_timer);
 		if (d->sig_term != NULL)
@@ -179,12 +390,14 @@ teardown(struct daemon *d)
 			event_free(d->sig_int);
 		if (d->sig_hup != NULL)
 			event_free(d->sig_hup);
+		if (d->sig_usr1 != NULL)
+			event_free(d->sig_usr1);
 		event_base_free(d->base);
 	}
-	auth_creds_free(d->creds);
+	if (d->sc.gen != NULL)
+		session_gen_unref(d->sc.gen);
 	upstream_free(d->up);
-	tls_ctx_free(d->tls);
-	config_free(d->cfg);
+	session_gen_unref(d->boot);
 	libevent_global_shutdown();
 }
 
@@ -231,11 +444,14 @@ main(int argc, char *argv[])
 	}
 
 	memset(&d, 0, sizeof(d));
+	d.path = path;
 	log_init(LOG_LEVEL_INFO);
 	signal(SIGPIPE, SIG_IGN);
 	if (load(&d, path, check) == -1)
 		goto out;
 	log_set_level(d.cfg->log_level);
+	if (!check)
+		log_configure(d.cfg->log_format, d.cfg->log_target);
 	if (d.cfg->verify == CONFIG_VERIFY_NONE)
 		log_warn("[tls] verify = none: node certificates are NOT "
 		    "verified; anyone on the path can impersonate the cluster "
@@ -250,32 +466,54 @@ main(int argc, char *argv[])
 		log_error("cannot create the event loop");
 		goto out;
 	}
-	session_ctx_init(&d.sc, d.base, d.cfg, d.tls, d.creds, d.up);
+	session_ctx_init(&d.sc, d.base, d.boot, d.up);
 	d.listener = listener_new(d.base, d.cfg, &d.sc, NULL, err,
 	    sizeof(err));
 	if (d.listener == NULL) {
 		log_error("%s", err);
 		goto out;
 	}
-	if (d.cfg->topology == CONFIG_TOPOLOGY_TRANSLATE)
-		d.control = control_new(d.base, d.cfg, d.tls, d.creds, d.up,
-		    &d.sc);
+	if (d.cfg->topology == CONFIG_TOPOLOGY_TRANSLATE ||
+	    d.cfg->admin_host != NULL)
+		d.control = control_new(d.base, d.cfg, d.up, &d.sc);
+	if (d.cfg->admin_host != NULL) {
+		struct admin_sources src = {
+			.sc = &d.sc, .up = d.up, .control = d.control,
+			.reloads_ok = &d.reloads_ok,
+			.reloads_failed = &d.reloads_failed,
+			.started_ms = util_wall_ms(),
+		};
+
+		if ((d.admin = admin_new(d.base, d.cfg, &src, err,
+		    sizeof(err))) == NULL) {
+			log_error("%s", err);
+			goto out;
+		}
+	}
+	watch_update(&d);
 	d.sig_term = evsignal_new(d.base, SIGTERM, signal_stop_cb, &d);
 	d.sig_int = evsignal_new(d.base, SIGINT, signal_stop_cb, &d);
 	d.sig_hup = evsignal_new(d.base, SIGHUP, signal_hup_cb, &d);
 	evsignal_add(d.sig_term, NULL);
 	evsignal_add(d.sig_int, NULL);
 	evsignal_add(d.sig_hup, NULL);
+	d.sig_usr1 = evsignal_new(d.base, SIGUSR1, signal_usr1_cb, &d);
+	evsignal_add(d.sig_usr1, NULL);
 
 	log_info("cqltunnel %s listening on %s; %zu contact point(s); "
 	    "topology %s; TLS verify %s; credentials %s", CQLTUNNEL_VERSION,
 	    listener_address(d.listener), upstream_count(d.up),
-	    d.control != NULL ? "translate" : "pin",
+	    d.cfg->topology == CONFIG_TOPOLOGY_TRANSLATE ? "translate" : "pin",
 	    d.cfg->verify == CONFIG_VERIFY_FULL ? "full" :
 	    d.cfg->verify == CONFIG_VERIFY_CHAIN ? "chain" : "NONE",
 	    d.cfg->client_auth == CONFIG_CLIENT_AUTH_PASSTHROUGH ?
-	    "passed through from the app" : d.creds->have_token ?
+	    "passed through from the app" : d.boot->creds->have_token ?
 	    "injected" : "not configured");
+	log_identity(d.boot);
+	notify_watchdog_start(d.base);
+	snprintf(err, sizeof(err), "listening on %s",
+	    listener_address(d.listener));
+	notify_state(NOTIFY_READY, err);
 	if (event_base_dispatch(d.base) == -1)
 		log_error("event loop failed");
 	else

@@ -54,6 +54,7 @@ struct session_half {
 struct session {
 	TAILQ_ENTRY(session)	 entry;
 	struct session_ctx	*sc;
+	struct session_gen	*gen;		/* config it started under */
 	uint64_t		 id;
 	enum session_state	 state;
 	struct session_half	 app;
@@ -103,6 +104,25 @@ static const char *const session_reason_names[SESSION_CLOSE_NREASONS] = {
 	[SESSION_CLOSE_INTERNAL] = "internal error",
 };
 
+static const char *const session_reason_labels[SESSION_CLOSE_NREASONS] = {
+	[SESSION_CLOSE_APP_EOF] = "app_eof",
+	[SESSION_CLOSE_NODE_EOF] = "node_eof",
+	[SESSION_CLOSE_APP_ERROR] = "app_error",
+	[SESSION_CLOSE_NODE_ERROR] = "node_error",
+	[SESSION_CLOSE_NO_NODE] = "no_node",
+	[SESSION_CLOSE_CONNECT_FAILED] = "connect_failed",
+	[SESSION_CLOSE_CONNECT_TIMEOUT] = "connect_timeout",
+	[SESSION_CLOSE_TLS_FAILED] = "tls_failed",
+	[SESSION_CLOSE_HANDSHAKE_TIMEOUT] = "handshake_timeout",
+	[SESSION_CLOSE_PROTOCOL] = "protocol_error",
+	[SESSION_CLOSE_STARTUP_REFUSED] = "startup_refused",
+	[SESSION_CLOSE_AUTH_FAILED] = "auth_failed",
+	[SESSION_CLOSE_FRAME_TOO_LARGE] = "frame_too_large",
+	[SESSION_CLOSE_DRAIN_TIMEOUT] = "drain_timeout",
+	[SESSION_CLOSE_SHUTDOWN] = "shutdown",
+	[SESSION_CLOSE_INTERNAL] = "internal_error",
+};
+
 static void	session_connect(struct session *s);
 static void	session_app_readcb(struct bufferevent *bev, void *arg);
 static void	session_app_writecb(struct bufferevent *bev, void *arg);
@@ -114,6 +134,51 @@ static void	session_node_eventcb(struct bufferevent *bev, short what,
 		    void *arg);
 
 const char *
+session_close_reason_label(enum session_close_reason r)
+{
+	if ((unsigned)r < SESSION_CLOSE_NREASONS && session_reason_labels[r])
+		return (session_reason_labels[r]);
+	return ("unknown");
+}
+
+void
+session_ctx_bytes(const struct session_ctx *sc, uint64_t *app,
+    uint64_t *node)
+{
+	const struct session	*s;
+
+	*app = sc->stats.bytes_app;
+	*node = sc->stats.bytes_node;
+	TAILQ_FOREACH(s, &sc->sessions, entry) {
+		*app += s->app.bytes;
+		*node += s->node.bytes;
+	}
+}
+
+/* Count a TLS failure under ${label} (a bounded set of OpenSSL texts). */
+static void
+session_count_tls_failure(struct session_ctx *sc, const char *label)
+{
+	struct session_stats	*st = &sc->stats;
+	unsigned		 i;
+
+	for (i = 0; i < st->ntls_fail; i++) {
+		if (strcmp(st->tls_fail[i].label, label) == 0) {
+			st->tls_fail[i].n++;
+			return;
+		}
+	}
+	if (st->ntls_fail == SESSION_TLS_REASONS) {
+		st->tls_fail_other++;
+		return;
+	}
+	snprintf(st->tls_fail[i].label, sizeof(st->tls_fail[i].label), "%s",
+	    label);
+	st->tls_fail[i].n = 1;
+	st->ntls_fail++;
+}
+
+const char *
 session_close_reason_name(enum session_close_reason r)
 {
 	if ((unsigned)r < SESSION_CLOSE_NREASONS && session_reason_names[r])
@@ -121,18 +186,56 @@ session_close_reason_name(enum session_close_reason r)
 	return ("unknown");
 }
 
+struct session_gen *
+session_gen_new(struct config *cfg, struct tls_ctx *tls,
+    struct auth_creds *creds, unsigned id)
+{
+	struct session_gen	*g = util_xcalloc(1, sizeof(*g));
+
+	g->cfg = cfg;
+	g->tls = tls;
+	g->creds = creds;
+	g->id = id;
+	g->refs = 1;
+	return (g);
+}
+
+struct session_gen *
+session_gen_ref(struct session_gen *g)
+{
+	g->refs++;
+	return (g);
+}
+
+void
+session_gen_unref(struct session_gen *g)
+{
+	if (g == NULL || --g->refs > 0)
+		return;
+	auth_creds_free(g->creds);
+	tls_ctx_free(g->tls);
+	config_free(g->cfg);
+	free(g);
+}
+
 void
 session_ctx_init(struct session_ctx *sc, struct event_base *base,
-    const struct config *cfg, struct tls_ctx *tls, struct auth_creds *creds,
-    struct upstream *up)
+    struct session_gen *gen, struct upstream *up)
 {
 	memset(sc, 0, sizeof(*sc));
 	sc->base = base;
-	sc->cfg = cfg;
-	sc->tls = tls;
-	sc->creds = creds;
+	sc->gen = session_gen_ref(gen);
 	sc->up = up;
 	TAILQ_INIT(&sc->sessions);
+}
+
+void
+session_ctx_set_gen(struct session_ctx *sc, struct session_gen *gen)
+{
+	struct session_gen	*old = sc->gen;
+
+	sc->gen = session_gen_ref(gen);
+	session_gen_unref(old);
 }
 
 /* Set a human-readable detail for the close line. */
@@ -225,8 +328,11 @@ session_close(struct session *s, enum session_close_reason reason)
 		sc->rewrites += s->relay.rewrites;
 		relay_free(&s->relay);
 	}
+	sc->stats.bytes_app += s->app.bytes;
+	sc->stats.bytes_node += s->node.bytes;
 	TAILQ_REMOVE(&sc->sessions, s, entry);
 	sc->nsessions--;
+	session_gen_unref(s->gen);
 	sc->closed[reason]++;
 	free(s);
 	if (sc->nsessions == 0 && sc->on_idle != NULL)
@@ -365,11 +471,11 @@ session_relay_failed(struct session *s, struct session_half *src)
 	if (s->relay.error == RELAY_ERR_TOO_LARGE) {
 		session_detail(s, "%s sent a frame of %d bytes (%s "
 		    "max_frame_size is %u)", who, h->length, "[listen]",
-		    s->sc->cfg->max_frame_size);
+		    s->gen->cfg->max_frame_size);
 		if (src == &s->app) {
 			len = snprintf(msg, sizeof(msg), "cqltunnel: frame of "
 			    "%d bytes exceeds max_frame_size (%u)", h->length,
-			    s->sc->cfg->max_frame_size);
+			    s->gen->cfg->max_frame_size);
 			n = cql_build_error(frame, sizeof(frame), h->version,
 			    h->stream, CQL_ERR_PROTOCOL, msg, (size_t)len);
 			bufferevent_write(s->app.bev, frame, n);
@@ -429,15 +535,27 @@ session_drained(struct session *s, struct session_half *dst,
 static void
 session_enter_relay(struct session *s)
 {
+	static const uint64_t	 bounds[SESSION_HS_NBUCKETS] =
+				    SESSION_HS_BUCKETS_MS;
+	struct session_stats	*st = &s->sc->stats;
+	uint64_t		 now = util_now_ms(), ms = now - s->started_ms;
+	unsigned		 i;
+
 	s->state = SESSION_RELAY;
 	evtimer_del(s->timer);
+	for (i = 0; i < SESSION_HS_NBUCKETS; i++)
+		if (ms <= bounds[i])
+			st->hs_bucket[i]++;
+	st->hs_count++;
+	st->hs_sum_ms += ms;
+	st->last_hs_ok_ms = now;
 	bufferevent_setwatermark(s->app.bev, EV_READ, 0, 0);
 	relay_init(&s->relay, s->hs.version != 0 ? s->hs.version :
 	    s->hs.first_version, s->hs.compression == AUTH_COMP_LZ4 ?
 	    RELAY_COMP_LZ4 : s->hs.compression == AUTH_COMP_SNAPPY ?
 	    RELAY_COMP_SNAPPY : RELAY_COMP_NONE, s->sc->rw,
-	    s->sc->cfg->max_frame_size);
-	if (s->sc->cfg->client_auth == CONFIG_CLIENT_AUTH_PASSTHROUGH)
+	    s->gen->cfg->max_frame_size);
+	if (s->gen->cfg->client_auth == CONFIG_CLIENT_AUTH_PASSTHROUGH)
 		relay_expect_startup(&s->relay);
 	s->relay_ready = true;
 	if (s->hs.authenticator[0] != '\0' &&
@@ -700,6 +818,17 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 		if (!s->tls_up && err == 0 && (what & BEV_EVENT_EOF))
 			snprintf(why, sizeof(why), "node closed the connection "
 			    "during the TLS handshake");
+		{
+			long	 vr = SSL_get_verify_result(
+			    bufferevent_openssl_get_ssl(bev));
+			const char *label = vr != X509_V_OK ?
+			    X509_verify_cert_error_string(vr) : err != 0 &&
+			    ERR_reason_error_string(err) != NULL ?
+			    ERR_reason_error_string(err) :
+			    "connection closed during handshake";
+
+			session_count_tls_failure(s->sc, label);
+		}
 		session_node_failed(s, SESSION_CLOSE_TLS_FAILED,
 		    "TLS to node %s failed: %s", session_node_label(s), why);
 		return;
@@ -726,7 +855,7 @@ session_tcp_connected(struct session *s)
 	struct session_ctx	*sc = s->sc;
 	SSL			*ssl;
 
-	if ((ssl = tls_ssl_new(sc->tls, s->unode->host)) == NULL) {
+	if ((ssl = tls_ssl_new(s->gen->tls, s->unode->host)) == NULL) {
 		session_node_failed(s, SESSION_CLOSE_INTERNAL,
 		    "cannot set up TLS to node %s", session_node_label(s));
 		return;
@@ -747,7 +876,7 @@ session_tcp_connected(struct session *s)
 	if (evbuffer_get_length(s->pending) > 0)
 		bufferevent_write_buffer(s->node.bev, s->pending);
 	s->state = SESSION_HANDSHAKE;
-	session_timer_set(s, sc->cfg->handshake_timeout_ms);
+	session_timer_set(s, s->gen->cfg->handshake_timeout_ms);
 }
 
 /* The TCP connect to the current node failed: try another or give up. */
@@ -786,7 +915,7 @@ session_connect_cb(evutil_socket_t fd, short what, void *arg)
 		char why[64];
 
 		snprintf(why, sizeof(why), "no answer within %u ms",
-		    s->sc->cfg->connect_timeout_ms);
+		    s->gen->cfg->connect_timeout_ms);
 		session_connect_failed(s, SESSION_CLOSE_CONNECT_TIMEOUT, why);
 		return;
 	}
@@ -848,8 +977,9 @@ session_connect(struct session *s)
 		    "out of memory");
 		return;
 	}
-	tv.tv_sec = (time_t)(sc->cfg->connect_timeout_ms / 1000);
-	tv.tv_usec = (suseconds_t)(sc->cfg->connect_timeout_ms % 1000) * 1000;
+	tv.tv_sec = (time_t)(s->gen->cfg->connect_timeout_ms / 1000);
+	tv.tv_usec = (suseconds_t)(s->gen->cfg->connect_timeout_ms % 1000) *
+	    1000;
 	event_add(s->connect_ev, &tv);
 }
 
@@ -871,7 +1001,7 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	session_detail(s, "%s did not complete within %u ms (state %s)",
 	    s->tls_up ? "CQL handshake" : "TLS handshake",
-	    s->sc->cfg->handshake_timeout_ms, auth_state_name(s->hs.state));
+	    s->gen->cfg->handshake_timeout_ms, auth_state_name(s->hs.state));
 	if (s->hs.have_first) {
 		char	 msg[sizeof(s->detail) + 64 + UTIL_ADDRSTRLEN];
 
@@ -900,11 +1030,13 @@ session_start(struct session_ctx *sc, evutil_socket_t fd,
 	}
 	s->sc = sc;
 	s->id = ++sc->next_id;
+	sc->stats.accepted++;
 	s->node_fd = -1;
 	s->target = target;
 	s->started_ms = util_now_ms();
 	util_sockaddr_str(sa, s->app_addr, sizeof(s->app_addr));
-	auth_hs_init(&s->hs, sc->creds);
+	s->gen = session_gen_ref(sc->gen);
+	auth_hs_init(&s->hs, s->gen->creds);
 	s->sink.to_app = session_to_app;
 	s->sink.to_node = session_to_node;
 	s->sink.arg = s;
@@ -927,8 +1059,8 @@ session_start(struct session_ctx *sc, evutil_socket_t fd,
 	    session_app_eventcb, s);
 	bufferevent_setwatermark(s->app.bev, EV_READ, 0, SESSION_HS_READ_MAX);
 	bufferevent_enable(s->app.bev, EV_READ | EV_WRITE);
-	session_timer_set(s, sc->cfg->connect_timeout_ms +
-	    sc->cfg->handshake_timeout_ms);
+	session_timer_set(s, s->gen->cfg->connect_timeout_ms +
+	    s->gen->cfg->handshake_timeout_ms);
 	log_debug("session %llu: accepted from %s", (unsigned long long)s->id,
 	    s->app_addr);
 	session_connect(s);

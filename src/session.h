@@ -54,12 +54,53 @@ enum session_close_reason {
 
 TAILQ_HEAD(session_list, session);
 
+/*
+ * A configuration generation: the config, TLS context and credentials a
+ * reload produces.  A session keeps the generation it started under until
+ * it ends, so a reload never disturbs a live session.
+ */
+struct session_gen {
+	struct config		*cfg;
+	struct tls_ctx		*tls;
+	struct auth_creds	*creds;
+	unsigned		 id;
+	unsigned		 refs;
+};
+
+/* session_gen_new(cfg, tls, creds, id): owns the three; one reference. */
+struct session_gen *session_gen_new(struct config *cfg, struct tls_ctx *tls,
+	    struct auth_creds *creds, unsigned id);
+struct session_gen *session_gen_ref(struct session_gen *g);
+/* session_gen_unref(g): the last reference frees everything; NULL ok. */
+void	session_gen_unref(struct session_gen *g);
+
+/* Handshake latency histogram bounds, in milliseconds. */
+#define SESSION_HS_BUCKETS_MS	{ 5, 10, 25, 50, 100, 250, 500, 1000, 2500, \
+				  5000, 10000 }
+#define SESSION_HS_NBUCKETS	11
+#define SESSION_TLS_REASONS	32	/* distinct TLS failure labels kept */
+
+/* Counters for the admin endpoint. */
+struct session_stats {
+	uint64_t	 accepted;
+	uint64_t	 bytes_app;	/* read from apps, closed sessions */
+	uint64_t	 bytes_node;	/* read from nodes, closed sessions */
+	uint64_t	 hs_bucket[SESSION_HS_NBUCKETS];	/* cumulative */
+	uint64_t	 hs_count;
+	uint64_t	 hs_sum_ms;
+	uint64_t	 last_hs_ok_ms;	/* last completed handshake */
+	struct {
+		char	 label[96];
+		uint64_t n;
+	}		 tls_fail[SESSION_TLS_REASONS];
+	unsigned	 ntls_fail;
+	uint64_t	 tls_fail_other;	/* beyond the table */
+};
+
 /* What sessions share: one per event loop. */
 struct session_ctx {
 	struct event_base	*base;
-	const struct config	*cfg;
-	struct tls_ctx		*tls;
-	struct auth_creds	*creds;
+	struct session_gen	*gen;		/* for new sessions */
 	struct upstream		*up;
 	const struct topo_rewriter *rw;		/* translate mode, else NULL */
 	struct session_list	 sessions;
@@ -67,16 +108,19 @@ struct session_ctx {
 	uint64_t		 next_id;
 	uint64_t		 closed[SESSION_CLOSE_NREASONS];
 	uint64_t		 rewrites;	/* by closed sessions */
+	struct session_stats	 stats;
 	char			 authenticator[128];	/* last one logged */
 	/* Called when the last session ends (for draining). */
 	void			(*on_idle)(void *arg);
 	void			*on_idle_arg;
 };
 
-/* session_ctx_init(sc, ...): an empty session set. */
+/* session_ctx_init(sc, base, gen, up): an empty set; takes a ref on gen. */
 void	session_ctx_init(struct session_ctx *sc, struct event_base *base,
-	    const struct config *cfg, struct tls_ctx *tls,
-	    struct auth_creds *creds, struct upstream *up);
+	    struct session_gen *gen, struct upstream *up);
+
+/* session_ctx_set_gen(sc, gen): new sessions use ${gen} (ref taken). */
+void	session_ctx_set_gen(struct session_ctx *sc, struct session_gen *gen);
 
 /*
  * session_start(sc, fd, sa, salen, target):
@@ -96,5 +140,11 @@ void	session_close_all(struct session_ctx *sc,
 	    enum session_close_reason reason);
 
 const char *session_close_reason_name(enum session_close_reason r);
+/* session_close_reason_label(r): "app_eof", ... (for metrics). */
+const char *session_close_reason_label(enum session_close_reason r);
+
+/* session_ctx_bytes(sc, app, node): bytes read so far, live sessions too. */
+void	session_ctx_bytes(const struct session_ctx *sc, uint64_t *app,
+	    uint64_t *node);
 
 #endif /* !SESSION_H */

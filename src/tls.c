@@ -4,8 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include "log.h"
@@ -163,6 +165,83 @@ tls_load_trust(SSL_CTX *ctx, const struct config *c,
 	return (0);
 }
 
+bool
+tls_ctx_identity(const struct tls_ctx *t, char *serial, size_t len,
+    int64_t *not_after)
+{
+	X509		*x = SSL_CTX_get0_certificate(t->ctx);
+	BIGNUM		*bn;
+	char		*hex;
+	struct tm	 tm;
+
+	if (x == NULL)
+		return (false);
+	snprintf(serial, len, "?");
+	if ((bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL)) !=
+	    NULL) {
+		if ((hex = BN_bn2hex(bn)) != NULL) {
+			snprintf(serial, len, "0x%s", hex);
+			OPENSSL_free(hex);
+		}
+		BN_free(bn);
+	}
+	*not_after = 0;
+	if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
+		*not_after = (int64_t)timegm(&tm);
+	return (true);
+}
+
+/*
+ * Load [tls] crl_file (PEM, one or more CRLs) into the trust store and
+ * check every certificate of the node's chain against it; 0 or -1.
+ */
+static int
+tls_load_crl(SSL_CTX *ctx, const struct config *c,
+    struct config_errors *errs)
+{
+	X509_STORE	*store = SSL_CTX_get_cert_store(ctx);
+	X509_CRL	*crl;
+	BIO		*bio;
+	char		 where[256], e[256];
+	int		 n = 0;
+
+	if (c->crl_file == NULL)
+		return (0);
+	config_where(c, "tls", "crl_file", where, sizeof(where));
+	if ((bio = BIO_new_file(c->crl_file, "r")) == NULL) {
+		config_errors_add(errs, "%s: cannot open %s: %s", where,
+		    c->crl_file, tls_errstr(e, sizeof(e)));
+		return (-1);
+	}
+	while ((crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
+		if (X509_STORE_add_crl(store, crl) != 1) {
+			X509_CRL_free(crl);
+			BIO_free(bio);
+			config_errors_add(errs, "%s: cannot use a CRL from %s: "
+			    "%s", where, c->crl_file, tls_errstr(e, sizeof(e)));
+			return (-1);
+		}
+		X509_CRL_free(crl);
+		n++;
+	}
+	BIO_free(bio);
+	/* Only "no more PEM blocks" ends the file; anything else is damage. */
+	if (ERR_GET_REASON(ERR_peek_last_error()) != PEM_R_NO_START_LINE) {
+		config_errors_add(errs, "%s: %s: CRL %d is damaged: %s", where,
+		    c->crl_file, n + 1, tls_errstr(e, sizeof(e)));
+		return (-1);
+	}
+	ERR_clear_error();
+	if (n == 0) {
+		config_errors_add(errs, "%s: %s holds no PEM CRL (\"-----BEGIN "
+		    "X509 CRL-----\")", where, c->crl_file);
+		return (-1);
+	}
+	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK |
+	    X509_V_FLAG_CRL_CHECK_ALL);
+	return (0);
+}
+
 struct tls_ctx *
 tls_ctx_new(const struct config *c, struct config_errors *errs)
 {
@@ -196,6 +275,7 @@ tls_ctx_new(const struct config *c, struct config_errors *errs)
 		    "\"%s\": %s", config_where(c, "tls", "ciphersuites", where,
 		    sizeof(where)), c->ciphersuites, tls_errstr(e, sizeof(e)));
 	(void)tls_load_trust(ctx, c, errs);
+	(void)tls_load_crl(ctx, c, errs);
 	(void)tls_load_identity(ctx, c, errs);
 	ERR_clear_error();
 

@@ -7,7 +7,9 @@
 #ifndef TLS_H
 #define TLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <openssl/ssl.h>
 
@@ -43,6 +45,14 @@ SSL	*tls_ssl_new(struct tls_ctx *t, const char *host);
  */
 const char *tls_failure_reason(const SSL *ssl, unsigned long err, char *buf,
 	    size_t len);
+
+/*
+ * tls_ctx_identity(t, serial, len, not_after):
+ * The client certificate's serial number ("0x..." hex) and expiry (Unix
+ * time).  Returns false if no client certificate is configured.
+ */
+bool	tls_ctx_identity(const struct tls_ctx *t, char *serial, size_t len,
+	    int64_t *not_after);
 
 /* tls_version_name(ssl): "TLSv1.3" etc. */
 const char *tls_version_name(const SSL *ssl);

@@ -56,6 +56,8 @@ const char *util_sockaddr_str(const struct sockaddr *sa, char *buf,
 
 /* util_now_ms(): CLOCK_MONOTONIC in milliseconds. */
 uint64_t util_now_ms(void);
+/* util_wall_ms(): CLOCK_REALTIME (Unix time) in milliseconds. */
+uint64_t util_wall_ms(void);
 
 /* Allocation that aborts on failure: for startup and config only. */
 void	*util_xmalloc(size_t n);

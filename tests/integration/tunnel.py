@@ -93,6 +93,24 @@ class Tunnel:
         raise AssertionError("%r not in the tunnel log:\n%s"
                              % (text, self.log()))
 
+    def count_log(self, text):
+        """How many times ${text} occurs in the log so far."""
+        return self.log().count(text)
+
+    def wait_log_count(self, text, n, timeout=10):
+        """Wait until ${text} occurs at least ${n} times in the log."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.count_log(text) >= n:
+                return True
+            time.sleep(0.02)
+        raise AssertionError("%r not %d times in the tunnel log:\n%s"
+                             % (text, n, self.log()))
+
+    def sighup(self):
+        """Ask the daemon to reload its configuration."""
+        self.proc.send_signal(signal.SIGHUP)
+
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 

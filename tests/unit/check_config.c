@@ -202,6 +202,8 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c->min_version, CONFIG_TLS_1_2);
 	ck_assert_ptr_null(c->ciphers);
 	ck_assert_ptr_null(c->ciphersuites);
+	ck_assert_ptr_null(c->crl_file);
+	ck_assert(!c->watch);
 	ck_assert_ptr_null(c->username);
 	ck_assert_ptr_null(c->password);
 	ck_assert_uint_eq(c->password_len, 0);
@@ -246,6 +248,8 @@ START_TEST(test_full)
 	ck_assert_int_eq(c->min_version, CONFIG_TLS_1_3);
 	ck_assert_str_eq(c->ciphers, "ECDHE+AESGCM");
 	ck_assert_str_eq(c->ciphersuites, "TLS_AES_256_GCM_SHA384");
+	ck_assert_str_eq(c->crl_file, DATA("certs/crl.pem"));
+	ck_assert(c->watch);
 	ck_assert_int_eq(c->client_auth, CONFIG_CLIENT_AUTH_PASSTHROUGH);
 	ck_assert_int_eq(c->log_level, LOG_LEVEL_DEBUG);
 	config_free(c);
@@ -264,7 +268,7 @@ START_TEST(test_where)
 	ck_assert_str_eq(config_where(c, "auth", "username", buf,
 	    sizeof(buf)), DATA("good-full.ini") ": [auth] username");
 	ck_assert_str_eq(config_where(c, "auth", "client_auth", buf,
-	    sizeof(buf)), DATA("good-full.ini") ":30: [auth] client_auth");
+	    sizeof(buf)), DATA("good-full.ini") ":32: [auth] client_auth");
 	config_free(c);
 
 	c = load_good(DATA("good-minimal.ini"));
@@ -479,6 +483,33 @@ START_TEST(test_topology)
 	ck_assert_ptr_nonnull(c);
 	ck_assert_int_eq(c->topology, CONFIG_TOPOLOGY_TRANSLATE);
 	config_free(c);
+}
+END_TEST
+
+/* systemd credentials: %credentials%/NAME under $CREDENTIALS_DIRECTORY. */
+START_TEST(test_credentials_dir)
+{
+	struct config	*c;
+	char		 want_path[300];
+
+	put("cql-password", "s3cret\n", 7, 0400);
+	ck_assert_int_eq(setenv("CREDENTIALS_DIRECTORY", tmpdir, 1), 0);
+	c = load_with("[auth]\nusername = app\n"
+	    "password_file = %credentials%/cql-password\n");
+	if (c == NULL)
+		dump();
+	ck_assert_ptr_nonnull(c);
+	snprintf(want_path, sizeof(want_path), "%s/cql-password", tmpdir);
+	ck_assert_str_eq(c->password_file, want_path);
+	ck_assert_str_eq(c->password, "s3cret");
+	config_free(c);
+
+	ck_assert_int_eq(unsetenv("CREDENTIALS_DIRECTORY"), 0);
+	ck_assert_ptr_null(load_with("[auth]\nusername = app\n"
+	    "password_file = %credentials%/cql-password\n"));
+	want("t.ini:7: [auth] password_file: %credentials%/ needs "
+	    "$CREDENTIALS_DIRECTORY, which systemd sets for services with "
+	    "LoadCredential=; it is not set here");
 }
 END_TEST
 
@@ -994,8 +1025,9 @@ START_TEST(test_shipped_example)
 		"handshake_timeout", "topology", "translate_prefix",
 		"local_dc", "ca_file", "cert_file", "key_file",
 		"key_password_file", "verify", "server_name", "min_version",
-		"ciphers", "ciphersuites", "username", "password_file",
-		"authzid", "client_auth", "level",
+		"ciphers", "ciphersuites", "crl_file", "watch", "username",
+		"password_file", "authzid", "client_auth", "level", "format",
+		"target",
 	};
 	struct config	*c;
 	char		*text, want_path[300], line[64];
@@ -1063,6 +1095,7 @@ config_suite(void)
 	tcase_add_test(tc, test_syntax);
 	tcase_add_test(tc, test_values);
 	tcase_add_test(tc, test_topology);
+	tcase_add_test(tc, test_credentials_dir);
 	tcase_add_test(tc, test_listen_loopback);
 	tcase_add_test(tc, test_listen_addresses);
 	tcase_add_test(tc, test_limits);

@@ -1,0 +1,242 @@
+"""The admin endpoint ([admin] address) against real Cassandra 5.0 nodes:
+/livez, /readyz (200 while a node is reachable with TLS + authentication,
+503 with a JSON reason while it is not, and back), and /metrics in the
+Prometheus text format, whose counters must match the traffic the test
+generates.  SIGUSR1 logs a status line."""
+
+import calendar
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+import cqlwire
+from cassandra_cluster import ClusterNode
+from tunnel import Tunnel, free_port
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')
+
+
+def get(port, path):
+    """(status, content type, body) of GET http://127.0.0.1:port/path."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path),
+                                    timeout=5) as r:
+            return r.status, r.headers["Content-Type"], r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["Content-Type"], e.read().decode()
+
+
+def parse_metrics(text):
+    """Strictly parse the text format: {(name, frozenset(labels)): value};
+    every sample's family must have been declared by # HELP and # TYPE."""
+    declared, samples = {}, {}
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            assert kind in ("counter", "gauge", "histogram"), line
+            declared[name] = kind
+            continue
+        m = SAMPLE.match(line)
+        assert m, "bad sample line: %r" % line
+        name, labels = m.group(1), {}
+        if m.group(3):
+            pos = 0
+            for lm in LABEL.finditer(m.group(3)):
+                assert lm.start() == pos, line
+                labels[lm.group(1)] = lm.group(2)
+                pos = lm.end()
+            assert pos == len(m.group(3)), line
+        family = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert name in declared or family in declared, \
+            "undeclared %s" % name
+        if declared.get(name) == "counter" or name.endswith("_total"):
+            assert name.endswith("_total"), name
+        samples[(name, frozenset(labels.items()))] = float(m.group(4))
+    return samples
+
+
+def promtool_check(text):
+    """Prometheus's own linter (scripts/setup-deps installs promtool)."""
+    promtool = os.environ.get("CQLTUNNEL_PROMTOOL", "promtool")
+    if not os.access(promtool, os.X_OK):
+        pytest.fail("promtool not found at %s (run scripts/setup-deps)"
+                    % promtool)
+    r = subprocess.run([promtool, "check", "metrics"], input=text,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout + r.stderr == "", \
+        r.stdout + r.stderr
+
+
+def metric(samples, name, **labels):
+    return samples[(name, frozenset(labels.items()))]
+
+
+def wait_ready(port, want, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        status, _, body = get(port, "/readyz")
+        if status == want:
+            return body
+        assert time.monotonic() < deadline, (status, body)
+        time.sleep(0.5)
+
+
+def test_metrics_match_traffic(tmp_path, tunnel_config, pki):
+    admin = free_port()
+    cfg = tunnel_config(admin={"address": "127.0.0.1:%d" % admin})
+    with Tunnel(str(tmp_path), cfg) as t:
+        assert get(admin, "/livez")[0] == 200
+        assert json.loads(wait_ready(admin, 200)) == {"ready": True}
+        n = 5
+        for _ in range(n):
+            s = cqlwire.connect(t.host, t.port)
+            op, _ = cqlwire.query(s, "SELECT release_version FROM "
+                                  "system.local")
+            assert op == cqlwire.OP_RESULT
+            s.close()
+        t.wait_log("session %d closed" % n)
+
+        status, ctype, text = get(admin, "/metrics")
+        assert status == 200
+        assert ctype.startswith("text/plain; version=0.0.4")
+        promtool_check(text)
+        m = parse_metrics(text)
+        assert metric(m, "cqltunnel_sessions_accepted_total") == n
+        assert metric(m, "cqltunnel_sessions_closed_total",
+                      reason="app_eof") == n
+        assert metric(m, "cqltunnel_sessions_active") == 0
+        assert metric(m, "cqltunnel_handshake_duration_seconds_count") == n
+        assert metric(m, "cqltunnel_handshake_duration_seconds_bucket",
+                      le="+Inf") == n
+        assert metric(m, "cqltunnel_received_bytes_total", side="app") > 0
+        assert metric(m, "cqltunnel_received_bytes_total", side="node") > 0
+        assert metric(m, "cqltunnel_ready") == 1
+        assert metric(m, "cqltunnel_auth_failures_total") == 0
+        assert metric(m, "cqltunnel_config_generation") == 1
+        node = t.sections["cluster"]["contact_points"]
+        assert metric(m, "cqltunnel_node_up", node=node,
+                      tunnel="%s:%d" % (t.host, t.port),
+                      dc="datacenter1") == 1
+        # The client certificate's expiry, as openssl reads it.
+        out = subprocess.run(["openssl", "x509", "-noout", "-enddate",
+                              "-serial", "-in", pki["client_crt"]],
+                             capture_output=True, text=True,
+                             check=True).stdout
+        end = re.search(r"notAfter=(.*)", out).group(1)
+        serial = "0x" + re.search(r"serial=(\w+)", out).group(1).upper()
+        expiry = calendar.timegm(time.strptime(end, "%b %d %H:%M:%S %Y GMT"))
+        assert metric(m, "cqltunnel_tls_cert_expiry_timestamp_seconds",
+                      serial=serial) == pytest.approx(expiry, abs=1)
+        info = [k for k in m if k[0] == "cqltunnel_build_info"]
+        assert len(info) == 1
+
+        # SIGUSR1: one status line.
+        t.proc.send_signal(signal.SIGUSR1)
+        t.wait_log("status: 0 session(s) open, %d accepted" % n)
+
+        # Unknown paths and methods.
+        assert get(admin, "/nope")[0] == 404
+        req = urllib.request.Request("http://127.0.0.1:%d/metrics" % admin,
+                                     method="POST", data=b"x")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=5)
+        assert e.value.code == 405
+
+
+def test_metrics_count_tls_and_auth_failures(tmp_path, tunnel_config, pki,
+                                             password_file):
+    admin = free_port()
+    cfg = tunnel_config(admin={"address": "127.0.0.1:%d" % admin},
+                        auth={"password_file": password_file("wrong", "bad")})
+    with Tunnel(str(tmp_path), cfg) as t:
+        for _ in range(2):
+            with pytest.raises(cqlwire.CqlError):
+                cqlwire.connect(t.host, t.port)
+        t.wait_log("session 2 closed")
+        m = parse_metrics(get(admin, "/metrics")[2])
+        assert metric(m, "cqltunnel_auth_failures_total") == 2
+        assert metric(m, "cqltunnel_sessions_closed_total",
+                      reason="auth_failed") == 2
+        # The control connection cannot log in either: not ready.
+        body = json.loads(wait_ready(admin, 503))
+        assert body["ready"] is False
+        assert "incorrect" in body["reason"] or "Bad credentials" in \
+            body["reason"] or "authentication" in body["reason"]
+
+    cfg = tunnel_config(admin={"address": "127.0.0.1:%d" % admin},
+                        tls={"ca_file": pki["other_ca_crt"]})
+    (tmp_path / "2").mkdir()
+    with Tunnel(str(tmp_path / "2"), cfg) as t:
+        with pytest.raises(cqlwire.CqlError):
+            cqlwire.connect(t.host, t.port)
+        t.wait_log("session 1 closed")
+        m = parse_metrics(get(admin, "/metrics")[2])
+        fails = {dict(k[1])["reason"]: v for k, v in m.items()
+                 if k[0] == "cqltunnel_tls_handshake_failures_total"}
+        # The node sends the test CA in its chain; we trust another CA.
+        assert fails == {"self-signed certificate in certificate chain":
+                         1}, fails
+
+
+@pytest.fixture(scope="module")
+def own_node(base, pki):
+    """A node of its own that this module may stop and restart."""
+    node = ClusterNode(str(base / "admin-node"), pki=pki,
+                       host="127.0.0.1")
+    node.start()
+    node.wait_ready()
+    yield node
+    node.stop()
+
+
+def test_readyz_follows_the_node(tmp_path, own_node, tunnel_config):
+    admin = free_port()
+    cfg = tunnel_config(
+        admin={"address": "127.0.0.1:%d" % admin},
+        cluster={"contact_points": "127.0.0.1:%d" % own_node.native_port,
+                 "topology": "pin"})
+    os.makedirs(str(tmp_path), exist_ok=True)
+    with Tunnel(str(tmp_path), cfg) as t:
+        wait_ready(admin, 200)
+        own_node.stop(keep=True)
+        body = json.loads(wait_ready(admin, 503))
+        assert body["ready"] is False and body["reason"]
+        assert get(admin, "/livez")[0] == 200
+        m = parse_metrics(get(admin, "/metrics")[2])
+        assert metric(m, "cqltunnel_ready") == 0
+        own_node.restart()
+        wait_ready(admin, 200, timeout=90)
+        s = cqlwire.connect(t.host, t.port)
+        s.close()
+        assert "control connection to 127.0.0.1:%d ready" % \
+            own_node.native_port in t.log()
+
+
+def test_json_log_lines(tmp_path, tunnel_config):
+    """[log] format = json: every line is one JSON object."""
+    cfg = tunnel_config(log={"level": "debug", "format": "json"})
+    with Tunnel(str(tmp_path), cfg) as t:
+        s = cqlwire.connect(t.host, t.port)
+        cqlwire.query(s, "SELECT key FROM system.local")
+        s.close()
+        t.wait_log("session 1 closed")
+        lines = t.log().splitlines()
+    assert len(lines) > 5
+    levels = set()
+    for line in lines:
+        obj = json.loads(line)
+        assert set(obj) == {"ts", "level", "msg"}, obj
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$",
+                        obj["ts"])
+        levels.add(obj["level"])
+    assert {"info", "debug"} <= levels
