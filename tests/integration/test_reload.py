@@ -25,6 +25,7 @@ Extra certificates and CRLs come from the test CA via pki_extra.py.
 import os
 import re
 import shutil
+import signal
 import threading
 import time
 
@@ -792,3 +793,48 @@ def test_watch_half_written_file(tmp_path, tunnel_config, pki):
         select_ok(old)
         old.close()
         assert t.alive()
+
+
+def test_drain_under_load(tmp_path, tunnel_config):
+    """SIGTERM while 10 sessions have pipelined queries in flight: every
+    query is answered, the sessions end on their own, the daemon exits 0
+    without a second signal."""
+    with Tunnel(str(tmp_path), tunnel_config()) as t:
+        stop = threading.Event()
+        results, errors = [], []
+
+        def worker():
+            try:
+                s = w.connect(t.host, t.port)
+                answered = 0
+                while not stop.is_set():
+                    for st in range(1, 6):      # five in flight at once
+                        s.sendall(w.frame(4, st, w.OP_QUERY,
+                                                w.query_body(
+                                                    "SELECT key FROM "
+                                                    "system.local")))
+                    for _ in range(5):
+                        _, _, _, op, _ = w.read_frame(s)
+                        assert op == w.OP_RESULT, op
+                        answered += 1
+                s.close()
+                results.append(answered)
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=worker) for _ in range(10)]
+        for th in threads:
+            th.start()
+        t.wait_log_count("handshake done", 10)
+        time.sleep(0.5)
+        t.proc.send_signal(signal.SIGTERM)
+        t.wait_log("draining 10 session")
+        time.sleep(0.5)     # keep querying while draining
+        stop.set()
+        for th in threads:
+            th.join(timeout=30)
+        assert errors == []
+        assert len(results) == 10 and min(results) > 0
+        assert t.proc.wait(timeout=30) == 0
+        assert "all sessions ended; exiting" in t.log()
+        assert "drain timeout" not in t.log()
