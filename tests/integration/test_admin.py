@@ -240,3 +240,57 @@ def test_json_log_lines(tmp_path, tunnel_config):
                         obj["ts"])
         levels.add(obj["level"])
     assert {"info", "debug"} <= levels
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a private "
+                    "mount namespace with its own /dev/log")
+def test_syslog_target(tmp_path, tunnel_config):
+    """[log] target = syslog: lines reach /dev/log as daemon-facility
+    messages tagged cqltunnel[PID].  /dev/log is a socket of this test's,
+    bound in a private mount namespace."""
+    import socket as so
+    sock_path = str(tmp_path / "log.sock")
+    rx = so.socket(so.AF_UNIX, so.SOCK_DGRAM)
+    rx.bind(sock_path)
+    rx.settimeout(1)
+    port = free_port()
+    cfg = tunnel_config(listen={"address": "127.0.0.1:%d" % port},
+                        log={"level": "info", "target": "syslog"})
+    ini = str(tmp_path / "syslog.ini")
+    from tunnel import binary, write_ini
+    write_ini(ini, cfg)
+    script = ("mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && "
+              "touch /dev/log && mount --bind %s /dev/log && "
+              "exec %s -c %s" % (sock_path, binary(), ini))
+    proc = subprocess.Popen(["unshare", "--mount", "--propagation",
+                             "private", "sh", "-c", script],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    got = []
+    try:
+        deadline = time.monotonic() + 20
+        while not any("listening on 127.0.0.1:%d" % port in m for m in got):
+            assert time.monotonic() < deadline, got
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                got.append(rx.recv(4096).decode())
+            except so.timeout:
+                pass
+        s = cqlwire.connect("127.0.0.1", port)
+        s.close()
+        while not any("session 1 closed" in m for m in got):
+            assert time.monotonic() < deadline + 10, got
+            try:
+                got.append(rx.recv(4096).decode())
+            except so.timeout:
+                pass
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0].decode()
+        rx.close()
+    assert proc.returncode == 0
+    line = next(m for m in got if "listening on" in m)
+    # <30> = facility daemon (3) * 8 + severity info (6).
+    assert re.match(r"<30>.*cqltunnel\[\d+\]: cqltunnel .* listening on",
+                    line), line
+    # Nothing on stderr: everything went to syslog.
+    assert "listening on" not in out, out
