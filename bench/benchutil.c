@@ -14,6 +14,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <openssl/err.h>
 #if HAVE_ZLIB
@@ -226,4 +228,66 @@ bu_event_base(void)
 	base = event_base_new_with_config(cfg);
 	event_config_free(cfg);
 	return (base);
+}
+
+void
+bu_set_stream(uint8_t *hdr, int16_t stream)
+{
+	hdr[2] = (uint8_t)((uint16_t)stream >> 8);
+	hdr[3] = (uint8_t)stream;
+}
+
+void
+bu_batch_flush(struct bu_batch *b, struct bufferevent *bev, bool framed)
+{
+	size_t	n;
+
+	if (b->len == 0)
+		return;
+	if (!framed) {
+		bufferevent_write(bev, b->buf, b->len);
+		b->len = 0;
+		return;
+	}
+	n = bu_segment_encode(b->buf, b->len, true, b->seg, sizeof(b->seg));
+	b->len = 0;
+	if (n > 0)
+		bufferevent_write(bev, b->seg, n);
+}
+
+void
+bu_batch_send(struct bu_batch *b, struct bufferevent *bev, bool framed,
+    const uint8_t *p, size_t len)
+{
+	struct evbuffer_iovec	 v;
+	struct evbuffer		*out = bufferevent_get_output(bev);
+	size_t			 n, off;
+
+	if (!framed && len > sizeof(b->buf)) {
+		bu_batch_flush(b, bev, framed);
+		bufferevent_write(bev, p, len);
+		return;
+	}
+	if (b->len + len <= sizeof(b->buf)) {
+		memcpy(b->buf + b->len, p, len);
+		b->len += len;
+		return;
+	}
+	bu_batch_flush(b, bev, framed);
+	if (len <= sizeof(b->buf)) {
+		memcpy(b->buf, p, len);
+		b->len = len;
+		return;
+	}
+	/* Larger than a batch: slices, encoded straight into the output. */
+	for (off = 0; off < len; off += n) {
+		n = len - off;
+		if (n > CQL_SEG_MAX_PAYLOAD)
+			n = CQL_SEG_MAX_PAYLOAD;
+		if (evbuffer_reserve_space(out, (ev_ssize_t)(n + 16), &v, 1) < 1)
+			return;
+		v.iov_len = bu_segment_encode(p + off, n, false, v.iov_base,
+		    v.iov_len);
+		evbuffer_commit_space(out, &v, 1);
+	}
 }

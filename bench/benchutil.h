@@ -8,6 +8,7 @@
 
 #include <sys/socket.h>
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,5 +62,29 @@ size_t	bu_segment_encode(const uint8_t *payload, size_t n,
  * changes batched (EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST), no locking.
  */
 struct event_base *bu_event_base(void);
+
+/*
+ * Output batching shared by both tools: frames are collected in ${buf} and
+ * written at the end of a callback, as they are or (v5, ${framed}) as one
+ * self-contained CRC segment; a frame larger than the batch goes out in
+ * non-self-contained segments.  One batch serves every connection, since
+ * a single-threaded loop handles one connection at a time.
+ */
+#define BU_BATCH	(64 * 1024)
+
+struct bufferevent;
+
+struct bu_batch {
+	uint8_t		buf[BU_BATCH];
+	size_t		len;
+	uint8_t		seg[BU_BATCH + 16];
+};
+
+/* bu_set_stream(hdr, stream): patch a v3+ header's stream id. */
+void	bu_set_stream(uint8_t *hdr, int16_t stream);
+void	bu_batch_flush(struct bu_batch *b, struct bufferevent *bev,
+	    bool framed);
+void	bu_batch_send(struct bu_batch *b, struct bufferevent *bev,
+	    bool framed, const uint8_t *p, size_t len);
 
 #endif /* !BENCHUTIL_H */

@@ -46,7 +46,6 @@
 
 #define CB_PROG		"cqlbench"
 #define CB_SMALL	1024		/* handshake frames */
-#define CB_BATCH	(64 * 1024)	/* requests per write/segment */
 #define CB_PULL		(64 * 1024)	/* input parsed in place */
 #define CB_MAX_FRAME	(256u * 1024 * 1024)
 #define CB_IDLE_OPENING	64		/* idle mode: handshakes at once */
@@ -118,9 +117,7 @@ static struct {
 	struct cb_conn		*conn;
 	uint8_t			*req;		/* request frame template */
 	size_t			 req_len;
-	uint8_t			 batch[CB_BATCH];
-	size_t			 batch_len;
-	uint8_t			 seg[CB_BATCH + 16];
+	struct bu_batch		 out;		/* frames to write */
 	uint64_t		 now;		/* cached per callback */
 
 	/* Run state. */
@@ -239,82 +236,17 @@ cb_note_error(const char *what, const char *arg)
 		    what, arg);
 }
 
-/* Patch ${stream} into the frame header at ${p}. */
-static void
-cb_set_stream(uint8_t *p, int16_t stream)
-{
-
-	p[2] = (uint8_t)((uint16_t)stream >> 8);
-	p[3] = (uint8_t)stream;
-}
-
-/*
- * Write what is batched for ${c}: as is, or in v5 as one self-contained
- * segment.
- */
+/* Batched output: see bu_batch_send() in benchutil.c. */
 static void
 cb_flush(struct cb_conn *c)
 {
-	size_t	n;
-
-	if (cb.batch_len == 0)
-		return;
-	if (!c->framed) {
-		bufferevent_write(c->bev, cb.batch, cb.batch_len);
-		cb.batch_len = 0;
-		return;
-	}
-	n = bu_segment_encode(cb.batch, cb.batch_len, true,
-	    cb.seg, sizeof(cb.seg));
-	cb.batch_len = 0;
-	if (n > 0)
-		bufferevent_write(c->bev, cb.seg, n);
+	bu_batch_flush(&cb.out, c->bev, c->framed);
 }
 
-/*
- * Send a frame; in segments once v5 framing runs.  Frames are batched:
- * cb_flush() writes them at the end of the callback.
- */
 static void
 cb_send(struct cb_conn *c, const uint8_t *p, size_t len)
 {
-	size_t	n, off;
-
-	if (!c->framed && len > sizeof(cb.batch)) {
-		cb_flush(c);
-		bufferevent_write(c->bev, p, len);
-		return;
-	}
-	if (cb.batch_len + len <= sizeof(cb.batch)) {
-		memcpy(cb.batch + cb.batch_len, p, len);
-		cb.batch_len += len;
-		return;
-	}
-	cb_flush(c);
-	if (len <= sizeof(cb.batch)) {
-		memcpy(cb.batch, p, len);
-		cb.batch_len = len;
-		return;
-	}
-	for (off = 0; off < len; off += n) {
-		n = len - off;
-		if (n > CQL_SEG_MAX_PAYLOAD)
-			n = CQL_SEG_MAX_PAYLOAD;
-		/* Encode straight into the output buffer. */
-		{
-			struct evbuffer_iovec	v;
-			size_t			 w;
-
-			if (evbuffer_reserve_space(bufferevent_get_output(
-			    c->bev), (ev_ssize_t)(n + 16), &v, 1) < 1)
-				return;
-			w = bu_segment_encode(p + off, n, false,
-			    v.iov_base, v.iov_len);
-			v.iov_len = w;
-			evbuffer_commit_space(bufferevent_get_output(c->bev),
-			    &v, 1);
-		}
-	}
+	bu_batch_send(&cb.out, c->bev, c->framed, p, len);
 }
 
 /* Send one request on ${stream}. */
@@ -329,13 +261,13 @@ cb_send_request(struct cb_conn *c, int16_t stream)
 		/* Large: header copied, body by reference. */
 		cb_flush(c);
 		memcpy(hdr, cb.req, sizeof(hdr));
-		cb_set_stream(hdr, stream);
+		bu_set_stream(hdr, stream);
 		bufferevent_write(c->bev, hdr, sizeof(hdr));
 		evbuffer_add_reference(bufferevent_get_output(c->bev),
 		    cb.req + sizeof(hdr), cb.req_len - sizeof(hdr), NULL, NULL);
 		return;
 	}
-	cb_set_stream(cb.req, stream);
+	bu_set_stream(cb.req, stream);
 	cb_send(c, cb.req, cb.req_len);
 }
 
@@ -348,7 +280,7 @@ cb_drop(struct cb_conn *c)
 		bufferevent_free(c->bev);
 		c->bev = NULL;
 		cb.live--;
-		cb.batch_len = 0;	/* whatever was batched was its */
+		cb.out.len = 0;	/* whatever was batched was its */
 	}
 	c->inflight = 0;
 }

@@ -44,7 +44,6 @@
 #define STUB_MAX_VERSION	5
 #define STUB_MAX_FRAME		(256u * 1024 * 1024)
 #define STUB_SMALL		1024	/* handshake frames built on stack */
-#define STUB_BATCH		(64 * 1024) /* responses per write/segment */
 #define STUB_PULL		(64 * 1024) /* input parsed in place */
 
 enum stub_state {
@@ -86,9 +85,7 @@ static struct {
 	struct stub_tpl		 result[STUB_MAX_VERSION + 1];
 	struct stub_tpl		 supported[STUB_MAX_VERSION + 1];
 	/* v5 output batch, shared: one connection is served at a time. */
-	uint8_t			 batch[STUB_BATCH];
-	size_t			 batch_len;
-	uint8_t			 seg[STUB_BATCH + 16];
+	struct bu_batch		 out;
 	TAILQ_HEAD(, stub_conn)	 conn_list;	/* open connections */
 	/* Counters. */
 	uint64_t		 conns;
@@ -116,76 +113,17 @@ stub_usage(int rc)
 	exit(rc);
 }
 
-/* Patch ${stream} into the frame header at ${p}. */
-static void
-stub_set_stream(uint8_t *p, int16_t stream)
-{
-
-	p[2] = (uint8_t)((uint16_t)stream >> 8);
-	p[3] = (uint8_t)stream;
-}
-
-/*
- * Write what is batched for ${c}: as is, or in v5 as one self-contained
- * segment.
- */
+/* Batched output: see bu_batch_send() in benchutil.c. */
 static void
 stub_flush(struct stub_conn *c)
 {
-	size_t	n;
-
-	if (stub.batch_len == 0)
-		return;
-	if (!c->sc_framed) {
-		bufferevent_write(c->sc_bev, stub.batch, stub.batch_len);
-		stub.batch_len = 0;
-		return;
-	}
-	n = bu_segment_encode(stub.batch, stub.batch_len, true,
-	    stub.seg, sizeof(stub.seg));
-	stub.batch_len = 0;
-	if (n > 0)
-		bufferevent_write(c->sc_bev, stub.seg, n);
+	bu_batch_flush(&stub.out, c->sc_bev, c->sc_framed);
 }
 
-/*
- * Send a frame of ${len} bytes, framed in segments once v5 framing runs.
- * Frames are batched: stub_flush() writes them at the end of the callback.
- */
 static void
 stub_send(struct stub_conn *c, const uint8_t *p, size_t len)
 {
-	size_t	n, off;
-
-	if (!c->sc_framed && len > sizeof(stub.batch)) {
-		stub_flush(c);
-		bufferevent_write(c->sc_bev, p, len);
-		return;
-	}
-	if (stub.batch_len + len <= sizeof(stub.batch)) {
-		memcpy(stub.batch + stub.batch_len, p, len);
-		stub.batch_len += len;
-		return;
-	}
-	stub_flush(c);
-	if (len <= sizeof(stub.batch)) {
-		memcpy(stub.batch, p, len);
-		stub.batch_len = len;
-		return;
-	}
-	/* Larger than a batch: slices, each in its own segment. */
-	for (off = 0; off < len; off += n) {
-		n = len - off;
-		if (n > sizeof(stub.batch))
-			n = sizeof(stub.batch);
-		memcpy(stub.batch, p + off, n);
-		stub.batch_len = n;
-		n = bu_segment_encode(stub.batch, n, false,
-		    stub.seg, sizeof(stub.seg));
-		bufferevent_write(c->sc_bev, stub.seg, n);
-		n = stub.batch_len;
-	}
-	stub.batch_len = 0;
+	bu_batch_send(&stub.out, c->sc_bev, c->sc_framed, p, len);
 }
 
 /* Send a prebuilt response on ${stream}. */
@@ -198,13 +136,13 @@ stub_send_tpl(struct stub_conn *c, struct stub_tpl *t, int16_t stream)
 		/* Header copied, body by reference (no copy). */
 		stub_flush(c);
 		memcpy(hdr, t->t_buf, sizeof(hdr));
-		stub_set_stream(hdr, stream);
+		bu_set_stream(hdr, stream);
 		bufferevent_write(c->sc_bev, hdr, sizeof(hdr));
 		evbuffer_add_reference(bufferevent_get_output(c->sc_bev),
 		    t->t_buf + sizeof(hdr), t->t_len - sizeof(hdr), NULL, NULL);
 		return;
 	}
-	stub_set_stream(t->t_buf, stream);
+	bu_set_stream(t->t_buf, stream);
 	stub_send(c, t->t_buf, t->t_len);
 }
 
