@@ -38,32 +38,38 @@ def password_file(tmp_path):
     return make
 
 
+def make_sections(contact_points, pki, password_file, over):
+    """Tunnel config sections for ${contact_points}; ${over} overrides keys
+    per section, e.g. tls={"ca_file": ...}; a value None removes the key."""
+    sections = {
+        "listen": {"drain_timeout": "5s"},
+        "cluster": {"contact_points": contact_points,
+                    "connect_timeout": "3s",
+                    "handshake_timeout": "10s"},
+        "tls": {"ca_file": pki["ca_crt"],
+                "cert_file": pki["client_crt"],
+                "key_file": pki["client_key"]},
+        "auth": {"username": "cassandra",
+                 "password_file": password_file()},
+        "log": {"level": "debug"},
+    }
+    for section, keys in over.items():
+        sections.setdefault(section, {})
+        for k, v in keys.items():
+            if v is None:
+                sections[section].pop(k, None)
+            else:
+                sections[section][k] = v
+    return sections
+
+
 @pytest.fixture
 def tunnel_config(cassandra, pki, password_file):
-    """A config for a tunnel in front of the node: override with kwargs
-    per section, e.g. tls={"ca_file": ...}."""
+    """A config for a tunnel in front of the node (see make_sections)."""
     def make(**over):
-        sections = {
-            "listen": {"drain_timeout": "5s"},
-            "cluster": {"contact_points": "%s:%d" % (cassandra.host,
-                                                       cassandra.native_port),
-                        "connect_timeout": "3s",
-                        "handshake_timeout": "10s"},
-            "tls": {"ca_file": pki["ca_crt"],
-                    "cert_file": pki["client_crt"],
-                    "key_file": pki["client_key"]},
-            "auth": {"username": "cassandra",
-                     "password_file": password_file()},
-            "log": {"level": "debug"},
-        }
-        for section, keys in over.items():
-            sections.setdefault(section, {})
-            for k, v in keys.items():
-                if v is None:
-                    sections[section].pop(k, None)
-                else:
-                    sections[section][k] = v
-        return sections
+        return make_sections("%s:%d" % (cassandra.host,
+                                        cassandra.native_port),
+                             pki, password_file, over)
     return make
 
 
@@ -85,24 +91,6 @@ def cluster_tunnel_config(cassandra_cluster, pki, password_file):
     """Like tunnel_config, for a tunnel in front of the whole cluster:
     contact_points names the three nodes (127.0.0.1 first)."""
     def make(**over):
-        sections = {
-            "listen": {"drain_timeout": "5s"},
-            "cluster": {"contact_points": cassandra_cluster.contact_points(),
-                        "connect_timeout": "3s",
-                        "handshake_timeout": "10s"},
-            "tls": {"ca_file": pki["ca_crt"],
-                    "cert_file": pki["client_crt"],
-                    "key_file": pki["client_key"]},
-            "auth": {"username": "cassandra",
-                     "password_file": password_file()},
-            "log": {"level": "debug"},
-        }
-        for section, keys in over.items():
-            sections.setdefault(section, {})
-            for k, v in keys.items():
-                if v is None:
-                    sections[section].pop(k, None)
-                else:
-                    sections[section][k] = v
-        return sections
+        return make_sections(cassandra_cluster.contact_points(), pki,
+                             password_file, over)
     return make
