@@ -109,7 +109,7 @@ address = 127.0.0.1:$TUNNEL_PORT
 
 [cluster]
 contact_points = 127.0.0.1:$sport
-topology = pin
+topology = ${TUNNEL_TOPOLOGY:-pin}
 
 [tls]
 ca_file = $pki/ca.pem
