@@ -462,7 +462,7 @@ main(int argc, char *argv[])
 		goto out;
 	}
 
-	if ((d.base = event_base_new()) == NULL) {
+	if ((d.base = util_event_base()) == NULL) {
 		log_error("cannot create the event loop");
 		goto out;
 	}

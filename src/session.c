@@ -30,6 +30,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "conn.h"
 #include "cql_frame.h"
 #include "log.h"
 #include "relay.h"
@@ -46,7 +47,8 @@
 #define SESSION_FLUSH_MS	5000
 
 struct session_half {
-	struct bufferevent	*bev;
+	struct bufferevent	*bev;		/* handshake phase */
+	struct conn		 c;		/* relay phase */
 	uint64_t		 bytes;		/* read from this side */
 	bool			 throttled;	/* reading paused */
 };
@@ -73,6 +75,7 @@ struct session {
 	struct auth_sink	 sink;
 	struct relay		 relay;
 	bool			 relay_ready;
+	bool			 io;		/* app.c and node.c set up */
 
 	/* Node failure waiting for the app's first frame to be answered. */
 	bool			 node_failed;
@@ -318,6 +321,10 @@ session_close(struct session *s, enum session_close_reason reason)
 		evutil_closesocket(s->node_fd);
 	if (s->timer != NULL)
 		event_free(s->timer);
+	if (s->io) {
+		conn_free(&s->app.c);
+		conn_free(&s->node.c);
+	}
 	if (s->app.bev != NULL)
 		bufferevent_free(s->app.bev);
 	if (s->node.bev != NULL)
@@ -352,24 +359,46 @@ session_close_all(struct session_ctx *sc, enum session_close_reason reason)
  * Close once ${to}'s output has been written (or after a short deadline);
  * stop reading both sides meanwhile.
  */
-static void
+static bool
 session_flush_close(struct session *s, struct session_half *to,
     enum session_close_reason reason)
 {
-	if (to->bev == NULL ||
-	    evbuffer_get_length(bufferevent_get_output(to->bev)) == 0) {
-		session_close(s, reason);
-		return;
+	if (s->io) {
+		if (conn_flush(&to->c) == -1 ||
+		    evbuffer_get_length(to->c.out) == 0) {
+			session_close(s, reason);
+			return (false);
+		}
+		conn_pause(&s->app.c);
+		conn_pause(&s->node.c);
+		to->c.low = 0;
+	} else {
+		if (to->bev == NULL ||
+		    evbuffer_get_length(bufferevent_get_output(to->bev)) == 0) {
+			session_close(s, reason);
+			return (false);
+		}
+		if (s->app.bev != NULL)
+			bufferevent_disable(s->app.bev, EV_READ);
+		if (s->node.bev != NULL)
+			bufferevent_disable(s->node.bev, EV_READ);
+		bufferevent_setwatermark(to->bev, EV_WRITE, 0, 0);
+		bufferevent_enable(to->bev, EV_WRITE);
 	}
 	s->state = SESSION_CLOSING;
 	s->closing_reason = reason;
-	if (s->app.bev != NULL)
-		bufferevent_disable(s->app.bev, EV_READ);
-	if (s->node.bev != NULL)
-		bufferevent_disable(s->node.bev, EV_READ);
-	bufferevent_setwatermark(to->bev, EV_WRITE, 0, 0);
-	bufferevent_enable(to->bev, EV_WRITE);
 	session_timer_set(s, SESSION_FLUSH_MS);
+	return (true);
+}
+
+/* Queue ${n} bytes for the app, on whichever I/O the session uses now. */
+static void
+session_app_write(struct session *s, const void *p, size_t n)
+{
+	if (s->io)
+		evbuffer_add(s->app.c.out, p, n);
+	else
+		bufferevent_write(s->app.bev, p, n);
 }
 
 /* Sink: bytes for the app. */
@@ -378,7 +407,7 @@ session_to_app(void *arg, const uint8_t *p, size_t n)
 {
 	struct session	*s = arg;
 
-	bufferevent_write(s->app.bev, p, n);
+	session_app_write(s, p, n);
 }
 
 /* Sink: bytes for the node (held until the node is connected). */
@@ -457,7 +486,7 @@ session_node_failed(struct session *s, enum session_close_reason reason,
  * The relay failed on input from ${src}: tell the app why when the frame
  * was its own, then close.
  */
-static void
+static bool
 session_relay_failed(struct session *s, struct session_half *src)
 {
 	const struct cql_header	*h = src == &s->app ? &s->relay.up.last :
@@ -478,57 +507,148 @@ session_relay_failed(struct session *s, struct session_half *src)
 			    s->gen->cfg->max_frame_size);
 			n = cql_build_error(frame, sizeof(frame), h->version,
 			    h->stream, CQL_ERR_PROTOCOL, msg, (size_t)len);
-			bufferevent_write(s->app.bev, frame, n);
+			session_app_write(s, frame, n);
 		}
-		session_flush_close(s, &s->app, SESSION_CLOSE_FRAME_TOO_LARGE);
-		return;
+		return (session_flush_close(s, &s->app,
+		    SESSION_CLOSE_FRAME_TOO_LARGE));
 	}
 	session_detail(s, "%s: %s", who, relay_error_name(s->relay.error));
-	session_flush_close(s, &s->app, s->relay.error == RELAY_ERR_NOMEM ?
-	    SESSION_CLOSE_INTERNAL : SESSION_CLOSE_PROTOCOL);
+	return (session_flush_close(s, &s->app,
+	    s->relay.error == RELAY_ERR_NOMEM ? SESSION_CLOSE_INTERNAL :
+	    SESSION_CLOSE_PROTOCOL));
 }
 
-/* Move what ${src} has read to ${dst}'s output; pause ${src} if needed. */
+/* The write side of ${h} failed: close, naming the side. */
 static void
+session_io_failed(struct session *s, struct session_half *h)
+{
+	char	 why[200];
+
+	session_detail(s, "%s", conn_error(&h->c, why, sizeof(why)));
+	session_close(s, h == &s->app ? SESSION_CLOSE_APP_ERROR :
+	    SESSION_CLOSE_NODE_ERROR);
+}
+
+/*
+ * Move what ${src} has read to ${dst} and write it out at once; pause
+ * ${src} while ${dst} has too much queued.  Returns false if the session
+ * is gone.
+ */
+static bool
 session_relay(struct session *s, struct session_half *src,
     struct session_half *dst)
 {
-	struct evbuffer	*in = bufferevent_get_input(src->bev);
-	struct evbuffer	*out = bufferevent_get_output(dst->bev);
+	struct evbuffer	*in = src->c.in;
 	ssize_t		 moved;
 
 	if (evbuffer_get_length(in) == 0)
-		return;
-	moved = relay_move(&s->relay, src == &s->app, in, out);
-	if (moved < 0) {
-		session_relay_failed(s, src);
-		return;
-	}
+		return (true);
+	moved = relay_move(&s->relay, src == &s->app, in, dst->c.out);
+	if (moved < 0)
+		return (session_relay_failed(s, src));
 	src->bytes += (uint64_t)moved;
-	if (evbuffer_get_length(out) >= SESSION_HIGH_WATER &&
+	if (conn_flush(&dst->c) == -1) {
+		session_io_failed(s, dst);
+		return (false);
+	}
+	if (evbuffer_get_length(dst->c.out) >= SESSION_HIGH_WATER &&
 	    !src->throttled) {
 		src->throttled = true;
-		bufferevent_disable(src->bev, EV_READ);
-		bufferevent_setwatermark(dst->bev, EV_WRITE,
-		    SESSION_HIGH_WATER / 2, 0);
+		conn_pause(&src->c);
 	}
+	return (true);
 }
 
-/* ${dst} drained below the low watermark: resume reading its peer. */
+/* ${dst} drained: close if it was the last flush, else resume its peer. */
 static void
 session_drained(struct session *s, struct session_half *dst,
     struct session_half *src)
 {
+	struct evbuffer	*out = s->io ? dst->c.out :
+			    bufferevent_get_output(dst->bev);
+
 	if (s->state == SESSION_CLOSING) {
-		if (evbuffer_get_length(bufferevent_get_output(dst->bev)) == 0)
+		if (evbuffer_get_length(out) == 0)
 			session_close(s, s->closing_reason);
 		return;
 	}
-	if (src->throttled && src->bev != NULL) {
+	if (s->io && src->throttled) {
 		src->throttled = false;
-		bufferevent_setwatermark(dst->bev, EV_WRITE, 0, 0);
-		bufferevent_enable(src->bev, EV_READ);
+		conn_resume(&src->c);
 	}
+}
+
+/* Relay-phase I/O on ${c} (one of the session's halves). */
+static void
+session_conn_cb(struct conn *c, int what, void *arg)
+{
+	struct session		*s = arg;
+	struct session_half	*h = c == &s->app.c ? &s->app : &s->node;
+	struct session_half	*peer = h == &s->app ? &s->node : &s->app;
+	enum session_close_reason r;
+	char			 why[200];
+
+	if (what & CONN_DRAINED) {
+		session_drained(s, h, peer);
+		return;
+	}
+	if (s->state == SESSION_CLOSING) {
+		evbuffer_drain(c->in, evbuffer_get_length(c->in));
+		if (what & (CONN_ERROR | CONN_EOF))
+			session_close(s, s->closing_reason);
+		return;
+	}
+	if ((what & CONN_READ) && !session_relay(s, h, peer))
+		return;
+	if ((what & (CONN_ERROR | CONN_EOF)) == 0)
+		return;
+	if (what & CONN_ERROR) {
+		session_detail(s, "%s", conn_error(c, why, sizeof(why)));
+		r = h == &s->app ? SESSION_CLOSE_APP_ERROR :
+		    SESSION_CLOSE_NODE_ERROR;
+	} else
+		r = h == &s->app ? SESSION_CLOSE_APP_EOF :
+		    SESSION_CLOSE_NODE_EOF;
+	/* Deliver what the side sent before it left, then close. */
+	(void)session_flush_close(s, peer, r);
+}
+
+/*
+ * Leave the bufferevents: the relay phase does its own I/O on the same
+ * socket and SSL (see conn.h).  What they buffered moves over.
+ */
+static int
+session_io_start(struct session *s)
+{
+	struct event_base	*base = s->sc->base;
+
+	bufferevent_disable(s->app.bev, EV_READ | EV_WRITE);
+	bufferevent_disable(s->node.bev, EV_READ | EV_WRITE);
+	if (conn_init(&s->app.c, base, bufferevent_getfd(s->app.bev), NULL,
+	    SESSION_HIGH_WATER / 2, session_conn_cb, s) == -1)
+		return (-1);
+	if (conn_init(&s->node.c, base, bufferevent_getfd(s->node.bev),
+	    bufferevent_openssl_get_ssl(s->node.bev), SESSION_HIGH_WATER / 2,
+	    session_conn_cb, s) == -1) {
+		conn_free(&s->app.c);
+		return (-1);
+	}
+	s->io = true;
+	/* A bufferevent alone may take from its output: it is dormant now. */
+	evbuffer_unfreeze(bufferevent_get_output(s->app.bev), 1);
+	evbuffer_unfreeze(bufferevent_get_output(s->node.bev), 1);
+	if (evbuffer_add_buffer(s->app.c.in,
+	    bufferevent_get_input(s->app.bev)) == -1 ||
+	    evbuffer_add_buffer(s->app.c.out,
+	    bufferevent_get_output(s->app.bev)) == -1 ||
+	    evbuffer_add_buffer(s->node.c.in,
+	    bufferevent_get_input(s->node.bev)) == -1 ||
+	    evbuffer_add_buffer(s->node.c.out,
+	    bufferevent_get_output(s->node.bev)) == -1)
+		return (-1);
+	conn_resume(&s->app.c);
+	conn_resume(&s->node.c);
+	return (0);
 }
 
 /* The handshake is over: relay whatever is already buffered. */
@@ -573,9 +693,20 @@ session_enter_relay(struct session *s)
 	    s->hs.version : s->hs.first_version),
 	    s->hs.authenticator[0] != '\0' ? s->hs.authenticator : "none",
 	    s->hs.injected ? ", credentials injected" : "");
-	session_relay(s, &s->app, &s->node);
-	if (s->state == SESSION_RELAY)
-		session_relay(s, &s->node, &s->app);
+	if (session_io_start(s) == -1) {
+		session_detail(s, "out of memory");
+		session_close(s, SESSION_CLOSE_INTERNAL);
+		return;
+	}
+	if (!session_relay(s, &s->app, &s->node))
+		return;
+	if (!session_relay(s, &s->node, &s->app))
+		return;
+	/* Nothing buffered to move: still write what the handshake left. */
+	if (conn_flush(&s->app.c) == -1)
+		session_io_failed(s, &s->app);
+	else if (conn_flush(&s->node.c) == -1)
+		session_io_failed(s, &s->node);
 }
 
 /* Map an auth machine failure onto a close reason and close. */
@@ -685,8 +816,7 @@ session_app_readcb(struct bufferevent *bev, void *arg)
 
 	switch (s->state) {
 	case SESSION_RELAY:
-		session_relay(s, &s->app, &s->node);
-		break;
+		break;		/* conn.c reads from here on */
 	case SESSION_CLOSING:
 		evbuffer_drain(bufferevent_get_input(bev),
 		    evbuffer_get_length(bufferevent_get_input(bev)));
@@ -719,13 +849,6 @@ session_app_eventcb(struct bufferevent *bev, short what, void *arg)
 		r = SESSION_CLOSE_APP_ERROR;
 	} else
 		r = SESSION_CLOSE_APP_EOF;
-	if (s->state == SESSION_RELAY && s->node.bev != NULL) {
-		/* Deliver what the app sent before it left. */
-		session_relay(s, &s->app, &s->node);
-		if (s->state == SESSION_RELAY)
-			session_flush_close(s, &s->node, r);
-		return;
-	}
 	session_close(s, r);
 }
 
@@ -736,8 +859,7 @@ session_node_readcb(struct bufferevent *bev, void *arg)
 
 	switch (s->state) {
 	case SESSION_RELAY:
-		session_relay(s, &s->node, &s->app);
-		break;
+		break;		/* conn.c reads from here on */
 	case SESSION_CLOSING:
 		evbuffer_drain(bufferevent_get_input(bev),
 		    evbuffer_get_length(bufferevent_get_input(bev)));
@@ -788,18 +910,6 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 	}
 	serr = EVUTIL_SOCKET_ERROR();
 	err = session_ssl_error(bev);
-	if (s->state == SESSION_RELAY) {
-		if (what & BEV_EVENT_ERROR) {
-			session_detail(s, "%s", err != 0 ?
-			    tls_failure_reason(NULL, err, why, sizeof(why)) :
-			    evutil_socket_error_to_string(serr));
-		}
-		session_relay(s, &s->node, &s->app);
-		if (s->state == SESSION_RELAY)
-			session_flush_close(s, &s->app, (what & BEV_EVENT_ERROR)
-			    ? SESSION_CLOSE_NODE_ERROR : SESSION_CLOSE_NODE_EOF);
-		return;
-	}
 	if (s->state == SESSION_CLOSING) {
 		session_close(s, s->closing_reason);
 		return;

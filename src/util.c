@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "util.h"
 
 /* A unit suffix and its multiplier. */
@@ -523,4 +525,18 @@ err:
 	}
 	close(fd);
 	return (-1);
+}
+
+struct event_base *
+util_event_base(void)
+{
+	struct event_config	*ec;
+	struct event_base	*base;
+
+	if ((ec = event_config_new()) == NULL)
+		return (NULL);
+	event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	base = event_base_new_with_config(ec);
+	event_config_free(ec);
+	return (base);
 }

@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+struct event_base;
+
 /* Room for "[ffff:...:ffff]:65535" plus NUL. */
 #define UTIL_ADDRSTRLEN	64
 
@@ -53,6 +55,16 @@ bool	util_is_loopback(const struct sockaddr *sa);
 /* util_sockaddr_str(sa, buf, len): "1.2.3.4:9042" / "[::1]:9042". */
 const char *util_sockaddr_str(const struct sockaddr *sa, char *buf,
 	    size_t len);
+
+/*
+ * util_event_base():
+ * The daemon's event loop.  epoll changes are batched (changelist): the
+ * bufferevents add and remove write interest around every transfer, and
+ * without the changelist each of those is an epoll_ctl system call.
+ * cqltunnel never dup()s a descriptor it watches, the one thing the
+ * changelist cannot cope with.
+ */
+struct event_base *util_event_base(void);
 
 /* util_now_ms(): CLOCK_MONOTONIC in milliseconds. */
 uint64_t util_now_ms(void);
