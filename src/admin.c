@@ -149,6 +149,14 @@ admin_metrics(const struct admin *a, struct evbuffer *b)
 		    "{reason=\"other\"} %llu\n",
 		    (unsigned long long)st->tls_fail_other);
 
+	admin_head(b, "cqltunnel_tls_handshakes_total", "counter",
+	    "TLS handshakes with nodes that succeeded, by whether they "
+	    "resumed an earlier session ([tls] session_resumption).");
+	evbuffer_add_printf(b, "cqltunnel_tls_handshakes_total{resumed="
+	    "\"yes\"} %llu\ncqltunnel_tls_handshakes_total{resumed=\"no\"} "
+	    "%llu\n", (unsigned long long)st->tls_resumed,
+	    (unsigned long long)st->tls_full);
+
 	admin_head(b, "cqltunnel_auth_failures_total", "counter",
 	    "Sessions whose node refused the injected credentials.");
 	evbuffer_add_printf(b, "cqltunnel_auth_failures_total %llu\n",

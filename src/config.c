@@ -84,6 +84,7 @@ enum config_key_id {
 	CONFIG_K_CIPHERSUITES,
 	CONFIG_K_CRL_FILE,
 	CONFIG_K_WATCH,
+	CONFIG_K_RESUMPTION,
 	CONFIG_K_USERNAME,
 	CONFIG_K_PASSWORD_FILE,
 	CONFIG_K_AUTHZID,
@@ -318,6 +319,11 @@ static const struct config_key config_keys[CONFIG_K_COUNT] = {
 		.section = "tls", .name = "watch",
 		.type = CONFIG_T_BOOL,
 		.dflt = "no",
+	},
+	[CONFIG_K_RESUMPTION] = {
+		.section = "tls", .name = "session_resumption",
+		.type = CONFIG_T_BOOL,
+		.dflt = "yes",
 	},
 	[CONFIG_K_USERNAME] = {
 		.section = "auth", .name = "username",
@@ -731,6 +737,9 @@ config_store_number(struct config *c, enum config_key_id id, uint64_t v)
 		break;
 	case CONFIG_K_WATCH:
 		c->watch = v != 0;
+		break;
+	case CONFIG_K_RESUMPTION:
+		c->resumption = v != 0;
 		break;
 	case CONFIG_K_MAX_CONNECTIONS:
 		c->max_connections = (unsigned)v;

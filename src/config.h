@@ -77,6 +77,7 @@ struct config {
 	char		*ciphersuites;		/* TLS 1.3 list, optional */
 	char		*crl_file;		/* optional */
 	bool		 watch;			/* reload on file changes */
+	bool		 resumption;		/* TLS session cache per node */
 
 	/* [auth] */
 	char		*username;		/* NULL: no injection */

@@ -52,6 +52,8 @@ conn_init(struct conn *c, struct event_base *base, evutil_socket_t fd,
 		 */
 		SSL_set_read_ahead(ssl, 1);
 		SSL_set_mode(ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+		if (!SSL_has_pending(ssl))
+			(void)SSL_free_buffers(ssl);
 	}
 	return (0);
 }
@@ -195,6 +197,12 @@ conn_read(struct conn *c)
 		}
 		ev |= CONN_READ;
 	}
+	/*
+	 * SSL_MODE_RELEASE_BUFFERS frees the record buffers on most paths,
+	 * not all; an idle conn should hold none (17 KiB each).
+	 */
+	if (c->ssl != NULL && !SSL_has_pending(c->ssl))
+		(void)SSL_free_buffers(c->ssl);
 	return (ev);
 }
 

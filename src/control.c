@@ -525,7 +525,8 @@ control_tcp_connected(struct control *ctl)
 {
 	SSL	*ssl;
 
-	if ((ssl = tls_ssl_new(ctl->gen->tls, ctl->node->host)) == NULL) {
+	if ((ssl = tls_ssl_new(ctl->gen->tls, ctl->node->host,
+	    ctl->node->addrstr)) == NULL) {
 		control_fail(ctl, "cannot set up TLS");
 		return;
 	}

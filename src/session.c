@@ -65,7 +65,9 @@ struct session {
 	struct upstream_node	*unode;
 	struct upstream_node	*target;	/* per-node listener's node */
 	unsigned		 attempts;
-	evutil_socket_t		 node_fd;	/* while CONNECTING */
+	evutil_socket_t		 app_fd;
+	evutil_socket_t		 node_fd;
+	SSL			*ssl;		/* TLS to the node */
 	struct event		*connect_ev;
 	struct event		*timer;
 	struct evbuffer		*pending;	/* to the node, pre-connect */
@@ -287,6 +289,33 @@ session_log(enum log_level level, const char *fmt, ...)
 	va_end(ap);
 }
 
+/*
+ * Let go of the node side: its bufferevent, TLS and socket.  ${clean}:
+ * end TLS with close_notify first.  Besides being the proper end, it
+ * keeps the session resumable: OpenSSL marks the session of a connection
+ * freed without it as not to be resumed (see tls.c).
+ */
+static void
+session_node_drop(struct session *s, bool clean)
+{
+	if (s->node.bev != NULL) {
+		bufferevent_free(s->node.bev);
+		s->node.bev = NULL;
+	}
+	if (s->ssl != NULL) {
+		if (clean && s->tls_up) {
+			(void)SSL_shutdown(s->ssl);
+			ERR_clear_error();
+		}
+		SSL_free(s->ssl);
+		s->ssl = NULL;
+	}
+	if (s->node_fd != -1) {
+		evutil_closesocket(s->node_fd);
+		s->node_fd = -1;
+	}
+}
+
 void
 session_close(struct session *s, enum session_close_reason reason)
 {
@@ -317,8 +346,6 @@ session_close(struct session *s, enum session_close_reason reason)
 
 	if (s->connect_ev != NULL)
 		event_free(s->connect_ev);
-	if (s->node_fd != -1)
-		evutil_closesocket(s->node_fd);
 	if (s->timer != NULL)
 		event_free(s->timer);
 	if (s->io) {
@@ -327,8 +354,10 @@ session_close(struct session *s, enum session_close_reason reason)
 	}
 	if (s->app.bev != NULL)
 		bufferevent_free(s->app.bev);
-	if (s->node.bev != NULL)
-		bufferevent_free(s->node.bev);
+	if (s->app_fd != -1)
+		evutil_closesocket(s->app_fd);
+	session_node_drop(s, reason != SESSION_CLOSE_NODE_ERROR &&
+	    reason != SESSION_CLOSE_NODE_EOF);
 	if (s->pending != NULL)
 		evbuffer_free(s->pending);
 	if (s->relay_ready) {
@@ -418,7 +447,9 @@ session_to_node(void *arg, const uint8_t *p, size_t n)
 
 	if (s->node_failed)
 		return;
-	if (s->node.bev != NULL)
+	if (s->io)
+		evbuffer_add(s->node.c.out, p, n);
+	else if (s->node.bev != NULL)
 		bufferevent_write(s->node.bev, p, n);
 	else
 		evbuffer_add(s->pending, p, n);
@@ -463,18 +494,11 @@ session_node_failed(struct session *s, enum session_close_reason reason,
 	va_end(ap);
 	s->node_failed = true;
 	s->node_fail_reason = reason;
-	if (s->node.bev != NULL) {
-		bufferevent_free(s->node.bev);
-		s->node.bev = NULL;
-	}
 	if (s->connect_ev != NULL) {
 		event_free(s->connect_ev);
 		s->connect_ev = NULL;
 	}
-	if (s->node_fd != -1) {
-		evutil_closesocket(s->node_fd);
-		s->node_fd = -1;
-	}
+	session_node_drop(s, false);
 	if (!session_report_node_failure(s)) {
 		/* Wait (under the handshake timer) for the first frame. */
 		s->state = SESSION_HANDSHAKE;
@@ -624,12 +648,11 @@ session_io_start(struct session *s)
 
 	bufferevent_disable(s->app.bev, EV_READ | EV_WRITE);
 	bufferevent_disable(s->node.bev, EV_READ | EV_WRITE);
-	if (conn_init(&s->app.c, base, bufferevent_getfd(s->app.bev), NULL,
+	if (conn_init(&s->app.c, base, s->app_fd, NULL,
 	    SESSION_HIGH_WATER / 2, session_conn_cb, s) == -1)
 		return (-1);
-	if (conn_init(&s->node.c, base, bufferevent_getfd(s->node.bev),
-	    bufferevent_openssl_get_ssl(s->node.bev), SESSION_HIGH_WATER / 2,
-	    session_conn_cb, s) == -1) {
+	if (conn_init(&s->node.c, base, s->node_fd, s->ssl,
+	    SESSION_HIGH_WATER / 2, session_conn_cb, s) == -1) {
 		conn_free(&s->app.c);
 		return (-1);
 	}
@@ -646,6 +669,18 @@ session_io_start(struct session *s)
 	    evbuffer_add_buffer(s->node.c.out,
 	    bufferevent_get_output(s->node.bev)) == -1)
 		return (-1);
+	/*
+	 * The bufferevents own neither socket nor SSL (no CLOSE_ON_FREE):
+	 * free them, an idle session is smaller without.  Safe inside their
+	 * own callbacks, which hold a reference until they return.
+	 */
+	bufferevent_free(s->app.bev);
+	bufferevent_free(s->node.bev);
+	s->app.bev = s->node.bev = NULL;
+	if (s->pending != NULL) {
+		evbuffer_free(s->pending);
+		s->pending = NULL;
+	}
 	conn_resume(&s->app.c);
 	conn_resume(&s->node.c);
 	return (0);
@@ -899,12 +934,19 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 	int		 serr;
 
 	if (what & BEV_EVENT_CONNECTED) {
+		SSL	*ssl = bufferevent_openssl_get_ssl(bev);
+		bool	 resumed = SSL_session_reused(ssl) == 1;
+
 		s->tls_up = true;
 		upstream_report(s->sc->up, s->unode, true);
-		log_debug("session %llu: TLS to %s up (%s, %s)",
+		if (resumed)
+			s->sc->stats.tls_resumed++;
+		else
+			s->sc->stats.tls_full++;
+		log_debug("session %llu: TLS to %s up (%s, %s%s)",
 		    (unsigned long long)s->id, session_node_label(s),
-		    tls_version_name(bufferevent_openssl_get_ssl(bev)),
-		    SSL_get_cipher_name(bufferevent_openssl_get_ssl(bev)));
+		    tls_version_name(ssl), SSL_get_cipher_name(ssl),
+		    resumed ? ", resumed" : "");
 		session_hs_pump(s);
 		return;
 	}
@@ -965,20 +1007,20 @@ session_tcp_connected(struct session *s)
 	struct session_ctx	*sc = s->sc;
 	SSL			*ssl;
 
-	if ((ssl = tls_ssl_new(s->gen->tls, s->unode->host)) == NULL) {
+	if ((ssl = tls_ssl_new(s->gen->tls, s->unode->host,
+	    s->unode->addrstr)) == NULL) {
 		session_node_failed(s, SESSION_CLOSE_INTERNAL,
 		    "cannot set up TLS to node %s", session_node_label(s));
 		return;
 	}
+	s->ssl = ssl;
 	s->node.bev = bufferevent_openssl_socket_new(sc->base, s->node_fd, ssl,
-	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	    BUFFEREVENT_SSL_CONNECTING, 0);
 	if (s->node.bev == NULL) {
-		SSL_free(ssl);
 		session_node_failed(s, SESSION_CLOSE_INTERNAL,
 		    "cannot set up TLS to node %s", session_node_label(s));
 		return;
 	}
-	s->node_fd = -1;	/* owned by the bufferevent now */
 	bufferevent_openssl_set_allow_dirty_shutdown(s->node.bev, 1);
 	bufferevent_setcb(s->node.bev, session_node_readcb,
 	    session_node_writecb, session_node_eventcb, s);
@@ -1141,6 +1183,7 @@ session_start(struct session_ctx *sc, evutil_socket_t fd,
 	s->sc = sc;
 	s->id = ++sc->next_id;
 	sc->stats.accepted++;
+	s->app_fd = fd;
 	s->node_fd = -1;
 	s->target = target;
 	s->started_ms = util_now_ms();
@@ -1155,12 +1198,10 @@ session_start(struct session_ctx *sc, evutil_socket_t fd,
 
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	evutil_make_socket_nonblocking(fd);
-	s->app.bev = bufferevent_socket_new(sc->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	s->app.bev = bufferevent_socket_new(sc->base, fd, 0);
 	s->timer = evtimer_new(sc->base, session_timer_cb, s);
 	s->pending = evbuffer_new();
 	if (s->app.bev == NULL || s->timer == NULL || s->pending == NULL) {
-		if (s->app.bev == NULL)
-			evutil_closesocket(fd);
 		session_detail(s, "out of memory");
 		session_close(s, SESSION_CLOSE_INTERNAL);
 		return;

@@ -89,6 +89,8 @@ struct session_stats {
 	uint64_t	 hs_count;
 	uint64_t	 hs_sum_ms;
 	uint64_t	 last_hs_ok_ms;	/* last completed handshake */
+	uint64_t	 tls_resumed;	/* TLS handshakes that resumed */
+	uint64_t	 tls_full;	/* ... and that did not */
 	struct {
 		char	 label[96];
 		uint64_t n;

@@ -1,6 +1,8 @@
 /*
  * tls: client SSL_CTX towards the nodes (see tls.h).
  */
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,11 +16,130 @@
 #include "tls.h"
 #include "util.h"
 
+/*
+ * Session resumption: the newest session (TLS 1.3 ticket or TLS 1.2
+ * session) each node gave us, offered on the next connection to it.  A
+ * resumed handshake skips the certificate exchange, its verification and
+ * the signature, and the connection shares the first one's parsed
+ * certificates instead of holding its own.  The cache belongs to one
+ * configuration generation: a reload (new CA, CRL, certificate) starts
+ * with an empty one, so nothing verified under the old settings is
+ * reused.  Keyed by the name verified and the node's address.
+ */
+#define TLS_CACHE_SLOTS		256
+#define TLS_CACHE_MAX_AGE	3600	/* seconds; then a full handshake */
+
+struct tls_cache_slot {
+	char		 key[UTIL_ADDRSTRLEN + 260];
+	SSL_SESSION	*sess;
+	time_t		 at;
+};
+
+struct tls_cache {
+	pthread_mutex_t		 lock;
+	unsigned		 n;		/* slots used */
+	unsigned		 next;		/* to recycle when full */
+	struct tls_cache_slot	 slot[TLS_CACHE_SLOTS];
+};
+
 struct tls_ctx {
 	SSL_CTX			*ctx;
 	enum config_verify	 verify;
 	char			*server_name;	/* NULL: use the host */
+	struct tls_cache	*cache;		/* NULL: resumption off */
 };
+
+/* SSL ex_data: the cache slot (index + 1) a connection belongs to. */
+static int	 tls_slot_idx = -1;
+/* SSL_CTX ex_data: its tls_cache, cleared when the tls_ctx goes. */
+static int	 tls_cache_idx = -1;
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+
+static void
+tls_init_indexes(void)
+{
+	tls_slot_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	tls_cache_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+/*
+ * OpenSSL hands us a new session (a ticket arrived, or a TLS 1.2
+ * handshake finished): keep it for the next connection to the same node.
+ * Returns 1: the reference is ours.
+ */
+static int
+tls_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+	struct tls_cache	*c;
+	struct tls_cache_slot	*sl;
+	uintptr_t		 i;
+
+	c = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_cache_idx);
+	i = (uintptr_t)SSL_get_ex_data(ssl, tls_slot_idx);
+	if (c == NULL || i == 0 || !SSL_SESSION_is_resumable(sess))
+		return (0);
+	pthread_mutex_lock(&c->lock);
+	sl = &c->slot[i - 1];
+	if (sl->sess != NULL)
+		SSL_SESSION_free(sl->sess);
+	sl->sess = sess;
+	sl->at = time(NULL);
+	pthread_mutex_unlock(&c->lock);
+	return (1);
+}
+
+static void
+tls_cache_free(struct tls_cache *c)
+{
+	unsigned	 i;
+
+	if (c == NULL)
+		return;
+	for (i = 0; i < c->n; i++)
+		if (c->slot[i].sess != NULL)
+			SSL_SESSION_free(c->slot[i].sess);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+/*
+ * Offer ${ssl} the session cached under ${key}, and tie it to that slot
+ * so the tickets it receives land there.
+ */
+static void
+tls_cache_use(struct tls_cache *c, SSL *ssl, const char *key)
+{
+	struct tls_cache_slot	*sl = NULL;
+	unsigned		 i;
+	time_t			 now = time(NULL);
+
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < c->n; i++)
+		if (strcmp(c->slot[i].key, key) == 0) {
+			sl = &c->slot[i];
+			break;
+		}
+	if (sl == NULL) {
+		if (c->n < TLS_CACHE_SLOTS)
+			i = c->n++;
+		else
+			i = c->next++ % TLS_CACHE_SLOTS;
+		sl = &c->slot[i];
+		if (sl->sess != NULL)
+			SSL_SESSION_free(sl->sess);
+		sl->sess = NULL;
+		snprintf(sl->key, sizeof(sl->key), "%s", key);
+	}
+	if (sl->sess != NULL && (now - sl->at > TLS_CACHE_MAX_AGE ||
+	    !SSL_SESSION_is_resumable(sl->sess))) {
+		SSL_SESSION_free(sl->sess);
+		sl->sess = NULL;
+	}
+	if (sl->sess != NULL)
+		(void)SSL_set_session(ssl, sl->sess);
+	(void)SSL_set_ex_data(ssl, tls_slot_idx, (void *)(uintptr_t)(i + 1));
+	pthread_mutex_unlock(&c->lock);
+}
 
 /* The key passphrase, handed to OpenSSL's callback during loading only. */
 struct tls_pass {
@@ -286,6 +407,16 @@ tls_ctx_new(const struct config *c, struct config_errors *errs)
 	t = util_xcalloc(1, sizeof(*t));
 	t->ctx = ctx;
 	t->verify = c->verify;
+	if (c->resumption) {
+		(void)pthread_once(&tls_once, tls_init_indexes);
+		t->cache = util_xcalloc(1, sizeof(*t->cache));
+		pthread_mutex_init(&t->cache->lock, NULL);
+		(void)SSL_CTX_set_ex_data(ctx, tls_cache_idx, t->cache);
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
+		    SSL_SESS_CACHE_NO_INTERNAL_STORE);
+		SSL_CTX_sess_set_new_cb(ctx, tls_new_session);
+	} else
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
 	if (c->server_name != NULL)
 		t->server_name = util_xstrdup(c->server_name);
 	return (t);
@@ -296,14 +427,19 @@ tls_ctx_free(struct tls_ctx *t)
 {
 	if (t == NULL)
 		return;
+	/* Connections still open on this context keep it; not the cache. */
+	if (t->cache != NULL)
+		(void)SSL_CTX_set_ex_data(t->ctx, tls_cache_idx, NULL);
+	tls_cache_free(t->cache);
 	SSL_CTX_free(t->ctx);
 	free(t->server_name);
 	free(t);
 }
 
 SSL *
-tls_ssl_new(struct tls_ctx *t, const char *host)
+tls_ssl_new(struct tls_ctx *t, const char *host, const char *peer)
 {
+	char		 key[sizeof(((struct tls_cache_slot *)0)->key)];
 	SSL		*ssl;
 	const char	*name = t->server_name != NULL ? t->server_name : host;
 	bool		 is_ip = util_is_ip_literal(name);
@@ -326,6 +462,10 @@ tls_ssl_new(struct tls_ctx *t, const char *host)
 			if (SSL_set1_host(ssl, name) != 1)
 				goto fail;
 		}
+	}
+	if (t->cache != NULL && peer != NULL) {
+		snprintf(key, sizeof(key), "%s|%s", name, peer);
+		tls_cache_use(t->cache, ssl, key);
 	}
 	return (ssl);
 fail:

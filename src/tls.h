@@ -30,12 +30,14 @@ struct tls_ctx *tls_ctx_new(const struct config *c, struct config_errors *errs);
 void	tls_ctx_free(struct tls_ctx *t);
 
 /*
- * tls_ssl_new(t, host):
- * A new client SSL for a connection to ${host} (a contact point): sets SNI
- * and the name or IP to verify according to [tls] verify / server_name.
- * Returns NULL on failure (logged).
+ * tls_ssl_new(t, host, peer):
+ * A new client SSL for a connection to ${host} (a contact point) at
+ * ${peer} (its address, "ip:port"): sets SNI and the name or IP to verify
+ * according to [tls] verify / server_name, and, with [tls]
+ * session_resumption, offers the last session that node gave us.  Returns
+ * NULL on failure (logged).
  */
-SSL	*tls_ssl_new(struct tls_ctx *t, const char *host);
+SSL	*tls_ssl_new(struct tls_ctx *t, const char *host, const char *peer);
 
 /*
  * tls_failure_reason(ssl, err, buf, len):

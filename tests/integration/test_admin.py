@@ -153,6 +153,45 @@ def test_metrics_match_traffic(tmp_path, tunnel_config, pki):
         assert e.value.code == 405
 
 
+def tls_handshakes(admin):
+    m = parse_metrics(get(admin, "/metrics")[2])
+    return (metric(m, "cqltunnel_tls_handshakes_total", resumed="yes"),
+            metric(m, "cqltunnel_tls_handshakes_total", resumed="no"))
+
+
+@pytest.mark.parametrize("resumption", ["yes", "no"])
+def test_tls_session_resumption(tmp_path, tunnel_config, resumption):
+    """[tls] session_resumption (default yes): the real node (Java 17,
+    TLS 1.3) resumes the session the tunnel kept from an earlier
+    connection; a query works on the resumed connection; with "no" every
+    handshake is a full one.  The control connection (admin endpoint on)
+    makes handshakes too, so counts are compared before and after."""
+    admin = free_port()
+    cfg = tunnel_config(admin={"address": "127.0.0.1:%d" % admin},
+                        tls={"session_resumption": resumption})
+    with Tunnel(str(tmp_path), cfg) as t:
+        wait_ready(admin, 200)
+        s = cqlwire.connect(t.host, t.port)      # a full handshake, surely
+        s.close()
+        t.wait_log("session 1 closed")
+        before = tls_handshakes(admin)
+        n = 4
+        for i in range(n):
+            s = cqlwire.connect(t.host, t.port)
+            op, _ = cqlwire.query(s, "SELECT release_version FROM "
+                                  "system.local")
+            assert op == cqlwire.OP_RESULT
+            s.close()
+            t.wait_log("session %d closed" % (i + 2))
+        after = tls_handshakes(admin)
+        resumed, full = after[0] - before[0], after[1] - before[1]
+        if resumption == "yes":
+            assert (resumed, full) == (n, 0), after
+        else:
+            assert (resumed, full) == (0, n), after
+            assert after[0] == 0
+
+
 def test_metrics_count_tls_and_auth_failures(tmp_path, tunnel_config, pki,
                                              password_file):
     admin = free_port()
