@@ -96,8 +96,9 @@ bench_stub() {
 	return 1
 }
 
-# bench_tunnel PKI STUBPORT: start cqltunnel (pinned to the stub node);
-# sets TUNNEL_PORT and TUNNEL_PID.
+# bench_tunnel PKI STUBPORT: start cqltunnel (pinned to the stub node;
+# TUNNEL_TOPOLOGY, TUNNEL_WORKERS, TUNNEL_LOG_LEVEL override); sets
+# TUNNEL_PORT and TUNNEL_PID.
 bench_tunnel() {
 	local pki=$1 sport=$2 ini=$WORK/cqltunnel.ini
 	TUNNEL_PORT=$(bench_free_port)
@@ -106,6 +107,7 @@ bench_tunnel() {
 	cat >"$ini" <<EOT
 [listen]
 address = 127.0.0.1:$TUNNEL_PORT
+workers = ${TUNNEL_WORKERS:-1}
 
 [cluster]
 contact_points = 127.0.0.1:$sport

@@ -53,9 +53,11 @@ admin_head(struct evbuffer *b, const char *name, const char *type,
 static bool
 admin_is_ready(const struct admin *a, const char **why)
 {
-	const struct session_stats	*st = &a->src.sc->stats;
+	struct session_totals		 t;
+	const struct session_stats	*st = &t.stats;
 	uint64_t			 now = util_now_ms();
 
+	a->src.totals(a->src.totals_arg, &t);
 	*why = "no node reached yet";
 	if (a->src.control != NULL && control_ready(a->src.control, why))
 		return (true);
@@ -71,7 +73,8 @@ admin_metrics(const struct admin *a, struct evbuffer *b)
 	static const uint64_t		 bounds[SESSION_HS_NBUCKETS] =
 					    SESSION_HS_BUCKETS_MS;
 	const struct session_ctx	*sc = a->src.sc;
-	const struct session_stats	*st = &sc->stats;
+	struct session_totals		 t;
+	const struct session_stats	*st = &t.stats;
 	struct upstream_node		*n;
 	const char			*why;
 	char				 serial[80];
@@ -79,6 +82,8 @@ admin_metrics(const struct admin *a, struct evbuffer *b)
 	uint64_t			 app, node;
 	size_t				 i;
 	unsigned			 r;
+
+	a->src.totals(a->src.totals_arg, &t);
 
 	admin_head(b, "cqltunnel_build_info", "gauge",
 	    "Version of cqltunnel and its libraries.");
@@ -102,7 +107,7 @@ admin_metrics(const struct admin *a, struct evbuffer *b)
 	admin_head(b, "cqltunnel_sessions_active", "gauge",
 	    "App connections open now.");
 	evbuffer_add_printf(b, "cqltunnel_sessions_active %u\n",
-	    sc->nsessions);
+	    session_ctx_live(sc));
 	admin_head(b, "cqltunnel_sessions_accepted_total", "counter",
 	    "App connections accepted.");
 	evbuffer_add_printf(b, "cqltunnel_sessions_accepted_total %llu\n",
@@ -112,9 +117,10 @@ admin_metrics(const struct admin *a, struct evbuffer *b)
 	for (r = 0; r < SESSION_CLOSE_NREASONS; r++)
 		evbuffer_add_printf(b, "cqltunnel_sessions_closed_total"
 		    "{reason=\"%s\"} %llu\n", session_close_reason_label(r),
-		    (unsigned long long)sc->closed[r]);
+		    (unsigned long long)t.closed[r]);
 
-	session_ctx_bytes(sc, &app, &node);
+	app = st->bytes_app;
+	node = st->bytes_node;
 	admin_head(b, "cqltunnel_received_bytes_total", "counter",
 	    "Bytes received, by side (app: plaintext from apps; node: "
 	    "decrypted from nodes).");
@@ -160,17 +166,18 @@ admin_metrics(const struct admin *a, struct evbuffer *b)
 	admin_head(b, "cqltunnel_auth_failures_total", "counter",
 	    "Sessions whose node refused the injected credentials.");
 	evbuffer_add_printf(b, "cqltunnel_auth_failures_total %llu\n",
-	    (unsigned long long)sc->closed[SESSION_CLOSE_AUTH_FAILED]);
+	    (unsigned long long)t.closed[SESSION_CLOSE_AUTH_FAILED]);
 
 	admin_head(b, "cqltunnel_topology_rewrites_total", "counter",
 	    "Results and events whose node addresses were rewritten "
 	    "(closed sessions).");
 	evbuffer_add_printf(b, "cqltunnel_topology_rewrites_total %llu\n",
-	    (unsigned long long)sc->rewrites);
+	    (unsigned long long)t.rewrites);
 
 	admin_head(b, "cqltunnel_node_up", "gauge",
 	    "1 unless the node is backing off after failures or reported "
 	    "DOWN.");
+	upstream_lock(a->src.up);
 	for (i = 0; (n = upstream_node_at(a->src.up, i)) != NULL; i++) {
 		if (n->gone)
 			continue;
@@ -183,6 +190,7 @@ admin_metrics(const struct admin *a, struct evbuffer *b)
 		evbuffer_add_printf(b, "\"} %d\n", n->failures == 0 &&
 		    !n->down);
 	}
+	upstream_unlock(a->src.up);
 
 	admin_head(b, "cqltunnel_config_reloads_total", "counter",
 	    "Configuration reloads, by result.");

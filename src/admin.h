@@ -21,13 +21,17 @@
 
 struct config;
 struct session_ctx;
+struct session_totals;
 struct upstream;
 struct control;
 struct admin;
 
 /* What the endpoint reports on, owned by the daemon. */
 struct admin_sources {
-	struct session_ctx	*sc;
+	struct session_ctx	*sc;		/* the main thread's */
+	/* Counters of all event loops (the main one and the workers). */
+	void			(*totals)(void *arg, struct session_totals *t);
+	void			*totals_arg;
 	struct upstream		*up;
 	struct control		*control;	/* may be NULL */
 	const uint64_t		*reloads_ok;

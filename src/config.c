@@ -65,6 +65,7 @@ enum config_key_id {
 	CONFIG_K_ADDRESS,
 	CONFIG_K_ALLOW_REMOTE,
 	CONFIG_K_MAX_CONNECTIONS,
+	CONFIG_K_WORKERS,
 	CONFIG_K_DRAIN_TIMEOUT,
 	CONFIG_K_MAX_FRAME_SIZE,
 	CONFIG_K_CONTACT_POINTS,
@@ -221,6 +222,12 @@ static const struct config_key config_keys[CONFIG_K_COUNT] = {
 		.type = CONFIG_T_UINT,
 		.min = 1, .max = 1000000,
 		.dflt = "1024",
+	},
+	[CONFIG_K_WORKERS] = {
+		.section = "listen", .name = "workers",
+		.type = CONFIG_T_UINT,		/* or "auto" (stored as 0) */
+		.min = 1, .max = CONFIG_MAX_WORKERS,
+		.dflt = "1",
 	},
 	[CONFIG_K_DRAIN_TIMEOUT] = {
 		.section = "listen", .name = "drain_timeout",
@@ -744,6 +751,9 @@ config_store_number(struct config *c, enum config_key_id id, uint64_t v)
 	case CONFIG_K_MAX_CONNECTIONS:
 		c->max_connections = (unsigned)v;
 		break;
+	case CONFIG_K_WORKERS:
+		c->workers = (unsigned)v;
+		break;
 	case CONFIG_K_DRAIN_TIMEOUT:
 		c->drain_timeout_ms = (unsigned)v;
 		break;
@@ -942,10 +952,15 @@ config_set(struct config_parse *p, const struct config_key *k,
 		config_store_number(p->c, id, b);
 		return;
 	case CONFIG_T_UINT:
+		if (id == CONFIG_K_WORKERS && strcmp(value, "auto") == 0) {
+			config_store_number(p->c, id, 0);
+			return;
+		}
 		if (util_parse_uint(value, k->min, k->max, &v) == -1) {
 			config_error(p, line, k, "invalid value %s (expected "
-			    "a whole number from %llu to %llu)",
+			    "%sa whole number from %llu to %llu)",
 			    config_quote(value, q, sizeof(q)),
+			    id == CONFIG_K_WORKERS ? "\"auto\" or " : "",
 			    (unsigned long long)k->min,
 			    (unsigned long long)k->max);
 			return;

@@ -42,6 +42,7 @@ struct config_endpoint {
 
 /* Limits on secret sizes (the PLAIN token must fit one small frame). */
 #define CONFIG_MAX_CRED_LEN	512
+#define CONFIG_MAX_WORKERS	64	/* [listen] workers */
 
 struct config {
 	char		*path;
@@ -51,6 +52,7 @@ struct config {
 	uint16_t	 listen_port;
 	bool		 allow_remote;
 	unsigned	 max_connections;	/* default 1024 */
+	unsigned	 workers;		/* event loops; 0: auto */
 	unsigned	 drain_timeout_ms;	/* default 30 s */
 	uint32_t	 max_frame_size;	/* default 256 MiB */
 

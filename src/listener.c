@@ -42,7 +42,7 @@ listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	uint64_t	 now;
 
 	(void)lev;
-	if (l->sc->nsessions >= l->sc->gen->cfg->max_connections) {
+	if (session_ctx_live(l->sc) >= l->sc->gen->cfg->max_connections) {
 		l->refused++;
 		now = util_now_ms();
 		if (now - l->last_refusal_log_ms >= 1000) {

@@ -12,9 +12,10 @@
 
 #include "log.h"
 
-static enum log_level log_level = LOG_LEVEL_INFO;
-static enum log_format log_format = LOG_FORMAT_TEXT;
-static enum log_target log_target = LOG_TARGET_STDERR;
+/* Set by the main thread (reload), read by worker threads too. */
+static _Atomic enum log_level log_level = LOG_LEVEL_INFO;
+static _Atomic enum log_format log_format = LOG_FORMAT_TEXT;
+static _Atomic enum log_target log_target = LOG_TARGET_STDERR;
 
 static const char *const log_names[] = {
 	[LOG_LEVEL_ERROR] = "error",

@@ -8,12 +8,14 @@
  */
 #include <getopt.h>
 #include <signal.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <event2/event.h>
+#include <event2/thread.h>
 #include <openssl/ssl.h>
 
 #include "admin.h"
@@ -28,6 +30,7 @@
 #include "tls.h"
 #include "upstream.h"
 #include "watch.h"
+#include "worker.h"
 
 struct daemon {
 	struct event_base	*base;
@@ -42,6 +45,8 @@ struct daemon {
 	struct watch		*watch;		/* [tls] watch = yes */
 	struct admin		*admin;		/* [admin] address */
 	struct session_ctx	 sc;
+	struct worker_pool	*pool;		/* [listen] workers > 1 */
+	unsigned		 workers;
 	struct event		*sig_term, *sig_int, *sig_hup, *sig_usr1;
 	struct event		*drain_timer;
 	bool			 draining;
@@ -80,9 +85,11 @@ drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	log_warn("drain timeout: closing %u remaining session(s)",
-	    d->sc.nsessions);
+	    session_ctx_live(&d->sc));
 	d->sc.on_idle = NULL;
 	session_close_all(&d->sc, SESSION_CLOSE_DRAIN_TIMEOUT);
+	worker_pool_free(d->pool, SESSION_CLOSE_DRAIN_TIMEOUT);
+	d->pool = NULL;
 	event_base_loopexit(d->base, NULL);
 }
 
@@ -108,6 +115,8 @@ signal_stop_cb(evutil_socket_t sig, short what, void *arg)
 		log_warn("signal %d again: exiting now", (int)sig);
 		d->sc.on_idle = NULL;
 		session_close_all(&d->sc, SESSION_CLOSE_SHUTDOWN);
+		worker_pool_free(d->pool, SESSION_CLOSE_SHUTDOWN);
+		d->pool = NULL;
 		event_base_loopexit(d->base, NULL);
 		return;
 	}
@@ -116,21 +125,38 @@ signal_stop_cb(evutil_socket_t sig, short what, void *arg)
 	listener_free(d->listener);
 	d->listener = NULL;
 	control_stop_listening(d->control);
-	if (d->sc.nsessions == 0) {
+	if (session_ctx_live(&d->sc) == 0) {
 		log_info("signal %d: no open sessions; exiting", (int)sig);
 		event_base_loopexit(d->base, NULL);
 		return;
 	}
 	log_info("signal %d: stopped accepting; draining %u session(s) for "
-	    "up to %u ms", (int)sig, d->sc.nsessions,
+	    "up to %u ms", (int)sig, session_ctx_live(&d->sc),
 	    d->sc.gen->cfg->drain_timeout_ms);
-	d->sc.on_idle = drained_cb;
-	d->sc.on_idle_arg = d;
+	if (d->pool != NULL)
+		worker_pool_drain(d->pool, drained_cb, d);
+	else {
+		d->sc.on_idle = drained_cb;
+		d->sc.on_idle_arg = d;
+	}
 	tv.tv_sec = (time_t)(d->sc.gen->cfg->drain_timeout_ms / 1000);
 	tv.tv_usec = (suseconds_t)(d->sc.gen->cfg->drain_timeout_ms % 1000) *
 	    1000;
 	d->drain_timer = evtimer_new(d->base, drain_timeout_cb, d);
 	evtimer_add(d->drain_timer, &tv);
+}
+
+/*
+ * Counters of every event loop: the main one, plus what the workers last
+ * published (at most half a second old).
+ */
+static void
+totals(void *arg, struct session_totals *t)
+{
+	struct daemon	*d = arg;
+
+	session_ctx_totals(&d->sc, t);
+	worker_pool_totals_add(d->pool, t);
 }
 
 /* SIGUSR1: one status line. */
@@ -139,23 +165,26 @@ signal_usr1_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct daemon		*d = arg;
 	struct upstream_node	*n;
-	uint64_t		 app, node;
+	struct session_totals	 t;
 	size_t			 i, up = 0, all = 0;
 
 	(void)sig;
 	(void)what;
+	upstream_lock(d->up);
 	for (i = 0; (n = upstream_node_at(d->up, i)) != NULL; i++) {
 		if (n->gone)
 			continue;
 		all++;
 		up += n->failures == 0 && !n->down;
 	}
-	session_ctx_bytes(&d->sc, &app, &node);
+	upstream_unlock(d->up);
+	totals(d, &t);
 	log_info("status: %u session(s) open, %llu accepted, %llu B from "
 	    "apps, %llu B from nodes, %zu of %zu node(s) up, configuration "
 	    "generation %u, %llu reload(s) ok, %llu failed%s",
-	    d->sc.nsessions, (unsigned long long)d->sc.stats.accepted,
-	    (unsigned long long)app, (unsigned long long)node, up, all,
+	    session_ctx_live(&d->sc), (unsigned long long)t.stats.accepted,
+	    (unsigned long long)t.stats.bytes_app,
+	    (unsigned long long)t.stats.bytes_node, up, all,
 	    d->sc.gen->id, (unsigned long long)d->reloads_ok,
 	    (unsigned long long)d->reloads_failed,
 	    d->draining ? ", draining" : "");
@@ -259,6 +288,9 @@ reload_restart_only(const struct config *old, const struct config *c)
 	if (!same)
 		log_warn("reload: [cluster] contact_points changed; restart "
 		    "cqltunnel to apply");
+	if (old->workers != c->workers)
+		log_warn("reload: [listen] workers changed; restart cqltunnel "
+		    "to apply");
 	if (old->topology != c->topology ||
 	    old->translate_net != c->translate_net ||
 	    old->translate_bits != c->translate_bits ||
@@ -314,7 +346,7 @@ reload(struct daemon *d)
 	log_identity(gen);
 	log_info("configuration reloaded from %s (generation %u); %u open "
 	    "session(s) keep the one they started with", d->path, gen->id,
-	    d->sc.nsessions);
+	    session_ctx_live(&d->sc));
 	notify_state(NOTIFY_READY, "configuration reloaded");
 }
 
@@ -378,6 +410,7 @@ teardown(struct daemon *d)
 	if (d->base != NULL) {
 		listener_free(d->listener);
 		d->sc.on_idle = NULL;
+		worker_pool_free(d->pool, SESSION_CLOSE_SHUTDOWN);
 		session_close_all(&d->sc, SESSION_CLOSE_SHUTDOWN);
 		admin_free(d->admin);
 		control_free(d->control);
@@ -462,6 +495,18 @@ main(int argc, char *argv[])
 		goto out;
 	}
 
+	d.workers = d.cfg->workers;
+	if (d.workers == 0) {
+		long	 ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+		d.workers = ncpu < 1 ? 1 : ncpu > CONFIG_MAX_WORKERS ?
+		    CONFIG_MAX_WORKERS : (unsigned)ncpu;
+	}
+	/* Workers touch each other's loops (wake-ups, drain): lock them. */
+	if (d.workers > 1 && evthread_use_pthreads() == -1) {
+		log_error("cannot enable libevent's thread support");
+		goto out;
+	}
 	if ((d.base = util_event_base()) == NULL) {
 		log_error("cannot create the event loop");
 		goto out;
@@ -479,6 +524,7 @@ main(int argc, char *argv[])
 	if (d.cfg->admin_host != NULL) {
 		struct admin_sources src = {
 			.sc = &d.sc, .up = d.up, .control = d.control,
+			.totals = totals, .totals_arg = &d,
 			.reloads_ok = &d.reloads_ok,
 			.reloads_failed = &d.reloads_failed,
 			.started_ms = util_wall_ms(),
@@ -490,6 +536,11 @@ main(int argc, char *argv[])
 			goto out;
 		}
 	}
+	if (d.workers > 1 && (d.pool = worker_pool_new(d.workers, &d.sc,
+	    err, sizeof(err))) == NULL) {
+		log_error("%s", err);
+		goto out;
+	}
 	watch_update(&d);
 	d.sig_term = evsignal_new(d.base, SIGTERM, signal_stop_cb, &d);
 	d.sig_int = evsignal_new(d.base, SIGINT, signal_stop_cb, &d);
@@ -500,9 +551,10 @@ main(int argc, char *argv[])
 	d.sig_usr1 = evsignal_new(d.base, SIGUSR1, signal_usr1_cb, &d);
 	evsignal_add(d.sig_usr1, NULL);
 
-	log_info("cqltunnel %s listening on %s; %zu contact point(s); "
-	    "topology %s; TLS verify %s; credentials %s", CQLTUNNEL_VERSION,
-	    listener_address(d.listener), upstream_count(d.up),
+	log_info("cqltunnel %s listening on %s; %u worker(s); %zu contact "
+	    "point(s); topology %s; TLS verify %s; credentials %s",
+	    CQLTUNNEL_VERSION, listener_address(d.listener), d.workers,
+	    upstream_count(d.up),
 	    d.cfg->topology == CONFIG_TOPOLOGY_TRANSLATE ? "translate" : "pin",
 	    d.cfg->verify == CONFIG_VERIFY_FULL ? "full" :
 	    d.cfg->verify == CONFIG_VERIFY_CHAIN ? "chain" : "NONE",

@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
@@ -159,13 +160,43 @@ frame_watch(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 	return (true);
 }
 
+/*
+ * The prepared-statement ids of the rewriter are shared by the sessions of
+ * every worker thread: a driver prepares on one connection and executes on
+ * another.
+ */
+static pthread_mutex_t	 relay_prepared_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Whether any prepared statement reads a topology table. */
+static bool
+relay_prepared_any(const struct relay *r)
+{
+	bool	 any;
+
+	pthread_mutex_lock(&relay_prepared_lock);
+	any = r->rw->prepared->n > 0;
+	pthread_mutex_unlock(&relay_prepared_lock);
+	return (any);
+}
+
+static int
+relay_execute_need_metadata(const struct relay *r, uint8_t *body, size_t n)
+{
+	int	 rc;
+
+	pthread_mutex_lock(&relay_prepared_lock);
+	rc = topo_execute_need_metadata(r->rw->prepared, r->version, body, n);
+	pthread_mutex_unlock(&relay_prepared_lock);
+	return (rc);
+}
+
 /* Whether frames with this opcode, in this direction, can need a rewrite. */
 static bool
 opcode_interesting(const struct relay *r, const struct relay_dir *d,
     uint8_t opcode)
 {
 	if (d->from_app)
-		return (opcode == CQL_OP_EXECUTE && r->rw->prepared->n > 0);
+		return (opcode == CQL_OP_EXECUTE && relay_prepared_any(r));
 	return (opcode == CQL_OP_RESULT || opcode == CQL_OP_EVENT);
 }
 
@@ -197,8 +228,7 @@ envelope_wants(const struct relay *r, const struct relay_dir *d,
 		/* Check a copy: only the id and flags matter here. */
 		n = have < sizeof(copy) ? have : sizeof(copy);
 		memcpy(copy, p, n);
-		rc = topo_execute_need_metadata(r->rw->prepared, r->version,
-		    copy, n);
+		rc = relay_execute_need_metadata(r, copy, n);
 		if (rc == -2 && have < total) {
 			*need = total < sizeof(copy) ? total : sizeof(copy);
 			return (-2);
@@ -226,8 +256,7 @@ envelope_rewrite(struct relay *r, const struct relay_dir *d,
 
 	if (d->from_app) {
 		if (h->opcode != CQL_OP_EXECUTE ||
-		    topo_execute_need_metadata(r->rw->prepared, r->version,
-		    body, blen) != 1)
+		    relay_execute_need_metadata(r, body, blen) != 1)
 			return (0);
 		*nb = body;
 		*nl = blen;
@@ -249,8 +278,10 @@ envelope_rewrite(struct relay *r, const struct relay_dir *d,
 	    &need) != 1)
 		return (0);
 	if (kind == TOPO_RESULT_PREPARED) {
+		pthread_mutex_lock(&relay_prepared_lock);
 		(void)topo_prepared_learn(r->rw->prepared, r->version, body,
 		    blen);
+		pthread_mutex_unlock(&relay_prepared_lock);
 		return (0);
 	}
 	if (!buf_reserve(r, &r->out, blen + 256))
@@ -699,7 +730,7 @@ segment_process(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 	bool			 inspect;
 	int			 rc;
 
-	inspect = r->rw != NULL && (!d->from_app || r->rw->prepared->n > 0);
+	inspect = r->rw != NULL && (!d->from_app || relay_prepared_any(r));
 	ulen = seg->uncompressed_len != 0 ? seg->uncompressed_len :
 	    seg->payload_len;
 

@@ -63,6 +63,9 @@ struct session {
 	struct session_half	 node;
 
 	struct upstream_node	*unode;
+	struct sockaddr_storage	 node_addr;	/* unode's, when picked */
+	socklen_t		 node_addrlen;
+	char			 node_label[UTIL_ADDRSTRLEN];
 	struct upstream_node	*target;	/* per-node listener's node */
 	unsigned		 attempts;
 	evutil_socket_t		 app_fd;
@@ -201,21 +204,22 @@ session_gen_new(struct config *cfg, struct tls_ctx *tls,
 	g->tls = tls;
 	g->creds = creds;
 	g->id = id;
-	g->refs = 1;
+	atomic_init(&g->refs, 1);
 	return (g);
 }
 
 struct session_gen *
 session_gen_ref(struct session_gen *g)
 {
-	g->refs++;
+	atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
 	return (g);
 }
 
 void
 session_gen_unref(struct session_gen *g)
 {
-	if (g == NULL || --g->refs > 0)
+	if (g == NULL ||
+	    atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) > 1)
 		return;
 	auth_creds_free(g->creds);
 	tls_ctx_free(g->tls);
@@ -231,7 +235,64 @@ session_ctx_init(struct session_ctx *sc, struct event_base *base,
 	sc->base = base;
 	sc->gen = session_gen_ref(gen);
 	sc->up = up;
+	atomic_init(&sc->live_own, 0);
+	sc->live = &sc->live_own;
 	TAILQ_INIT(&sc->sessions);
+}
+
+unsigned
+session_ctx_live(const struct session_ctx *sc)
+{
+	return (atomic_load_explicit(sc->live, memory_order_relaxed));
+}
+
+void
+session_ctx_totals(const struct session_ctx *sc, struct session_totals *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->stats = sc->stats;
+	session_ctx_bytes(sc, &t->stats.bytes_app, &t->stats.bytes_node);
+	memcpy(t->closed, sc->closed, sizeof(t->closed));
+	t->rewrites = sc->rewrites;
+	t->open = sc->nsessions;
+}
+
+void
+session_totals_add(struct session_totals *sum, const struct session_totals *t)
+{
+	struct session_stats		*a = &sum->stats;
+	const struct session_stats	*b = &t->stats;
+	unsigned			 i, j;
+
+	a->accepted += b->accepted;
+	a->bytes_app += b->bytes_app;
+	a->bytes_node += b->bytes_node;
+	for (i = 0; i < SESSION_HS_NBUCKETS; i++)
+		a->hs_bucket[i] += b->hs_bucket[i];
+	a->hs_count += b->hs_count;
+	a->hs_sum_ms += b->hs_sum_ms;
+	if (b->last_hs_ok_ms > a->last_hs_ok_ms)
+		a->last_hs_ok_ms = b->last_hs_ok_ms;
+	a->tls_resumed += b->tls_resumed;
+	a->tls_full += b->tls_full;
+	a->tls_fail_other += b->tls_fail_other;
+	for (j = 0; j < b->ntls_fail; j++) {
+		for (i = 0; i < a->ntls_fail; i++)
+			if (strcmp(a->tls_fail[i].label,
+			    b->tls_fail[j].label) == 0)
+				break;
+		if (i < a->ntls_fail)
+			a->tls_fail[i].n += b->tls_fail[j].n;
+		else if (a->ntls_fail < SESSION_TLS_REASONS) {
+			a->tls_fail[i] = b->tls_fail[j];
+			a->ntls_fail++;
+		} else
+			a->tls_fail_other += b->tls_fail[j].n;
+	}
+	for (i = 0; i < SESSION_CLOSE_NREASONS; i++)
+		sum->closed[i] += t->closed[i];
+	sum->rewrites += t->rewrites;
+	sum->open += t->open;
 }
 
 void
@@ -271,7 +332,7 @@ session_timer_set(struct session *s, unsigned ms)
 static const char *
 session_node_label(const struct session *s)
 {
-	return (s->unode != NULL ? s->unode->addrstr : "-");
+	return (s->unode != NULL ? s->node_label : "-");
 }
 
 /* Log at a level chosen at run time. */
@@ -368,6 +429,7 @@ session_close(struct session *s, enum session_close_reason reason)
 	sc->stats.bytes_node += s->node.bytes;
 	TAILQ_REMOVE(&sc->sessions, s, entry);
 	sc->nsessions--;
+	atomic_fetch_sub_explicit(sc->live, 1, memory_order_relaxed);
 	session_gen_unref(s->gen);
 	sc->closed[reason]++;
 	free(s);
@@ -1008,7 +1070,7 @@ session_tcp_connected(struct session *s)
 	SSL			*ssl;
 
 	if ((ssl = tls_ssl_new(s->gen->tls, s->unode->host,
-	    s->unode->addrstr)) == NULL) {
+	    s->node_label)) == NULL) {
 		session_node_failed(s, SESSION_CLOSE_INTERNAL,
 		    "cannot set up TLS to node %s", session_node_label(s));
 		return;
@@ -1097,14 +1159,17 @@ session_connect(struct session *s)
 	else
 		n = upstream_pick(sc->up, sc->rw != NULL ?
 		    upstream_node_at(sc->up, 0) : NULL, s->unode);
-	if (n == NULL || !n->resolved) {
+	if (n != NULL)
+		upstream_node_addr(sc->up, n, &s->node_addr, &s->node_addrlen,
+		    s->node_label, sizeof(s->node_label));
+	if (n == NULL || s->node_addrlen == 0) {
 		session_node_failed(s, SESSION_CLOSE_NO_NODE,
 		    "no contact point has an address");
 		return;
 	}
 	s->unode = n;
 	s->state = SESSION_CONNECTING;
-	s->node_fd = socket(n->addr.ss_family,
+	s->node_fd = socket(s->node_addr.ss_family,
 	    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (s->node_fd == -1) {
 		session_node_failed(s, SESSION_CLOSE_INTERNAL,
@@ -1113,7 +1178,8 @@ session_connect(struct session *s)
 	}
 	(void)setsockopt(s->node_fd, IPPROTO_TCP, TCP_NODELAY, &one,
 	    sizeof(one));
-	if (connect(s->node_fd, (struct sockaddr *)&n->addr, n->addrlen) == 0) {
+	if (connect(s->node_fd, (struct sockaddr *)&s->node_addr,
+	    s->node_addrlen) == 0) {
 		session_tcp_connected(s);
 		return;
 	}
@@ -1171,17 +1237,39 @@ void
 session_start(struct session_ctx *sc, evutil_socket_t fd,
     const struct sockaddr *sa, int salen, struct upstream_node *target)
 {
-	struct session	*s;
-	int		 one = 1;
+	atomic_fetch_add_explicit(sc->live, 1, memory_order_relaxed);
+	if (sc->dispatch != NULL) {
+		sc->dispatch(sc->dispatch_arg, fd, sa, salen, target,
+		    session_gen_ref(sc->gen));
+		return;
+	}
+	session_adopt(sc, fd, sa, salen, target, NULL);
+}
+
+void
+session_adopt(struct session_ctx *sc, evutil_socket_t fd,
+    const struct sockaddr *sa, int salen, struct upstream_node *target,
+    struct session_gen *gen)
+{
+	static atomic_ullong	 next_id;
+	struct session		*s;
+	int			 one = 1;
 
 	(void)salen;
+	if (gen != NULL) {
+		session_ctx_set_gen(sc, gen);
+		session_gen_unref(gen);
+	}
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		log_error("cannot accept a connection: out of memory");
 		evutil_closesocket(fd);
+		atomic_fetch_sub_explicit(sc->live, 1, memory_order_relaxed);
 		return;
 	}
 	s->sc = sc;
-	s->id = ++sc->next_id;
+	/* Unique across worker loops, as the logs need. */
+	s->id = (uint64_t)atomic_fetch_add_explicit(&next_id, 1,
+	    memory_order_relaxed) + 1;
 	sc->stats.accepted++;
 	s->app_fd = fd;
 	s->node_fd = -1;

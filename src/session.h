@@ -9,6 +9,7 @@
 #ifndef SESSION_H
 #define SESSION_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
@@ -64,7 +65,7 @@ struct session_gen {
 	struct tls_ctx		*tls;
 	struct auth_creds	*creds;
 	unsigned		 id;
-	unsigned		 refs;
+	atomic_uint		 refs;		/* worker threads share it */
 };
 
 /* session_gen_new(cfg, tls, creds, id): owns the three; one reference. */
@@ -99,6 +100,11 @@ struct session_stats {
 	uint64_t	 tls_fail_other;	/* beyond the table */
 };
 
+/* session_start() hands sessions to worker event loops through this. */
+typedef void	session_dispatch_fn(void *arg, evutil_socket_t fd,
+		    const struct sockaddr *sa, int salen,
+		    struct upstream_node *target, struct session_gen *gen);
+
 /* What sessions share: one per event loop. */
 struct session_ctx {
 	struct event_base	*base;
@@ -106,8 +112,11 @@ struct session_ctx {
 	struct upstream		*up;
 	const struct topo_rewriter *rw;		/* translate mode, else NULL */
 	struct session_list	 sessions;
-	unsigned		 nsessions;
-	uint64_t		 next_id;
+	unsigned		 nsessions;	/* of this event loop */
+	atomic_uint		*live;		/* of all loops: max_connections */
+	atomic_uint		 live_own;	/* ${live} without workers */
+	session_dispatch_fn	*dispatch;	/* workers: where sessions run */
+	void			*dispatch_arg;
 	uint64_t		 closed[SESSION_CLOSE_NREASONS];
 	uint64_t		 rewrites;	/* by closed sessions */
 	struct session_stats	 stats;
@@ -129,10 +138,38 @@ void	session_ctx_set_gen(struct session_ctx *sc, struct session_gen *gen);
  * Take over the accepted app socket ${fd} and start connecting to a node:
  * ${target} only (a per-node listener), or else a contact point with
  * failover (in translate mode the first contact point's node first).
- * On failure the socket is closed.
+ * On failure the socket is closed.  With sc->dispatch set (workers), the
+ * session is counted here and handed over to run elsewhere.
  */
 void	session_start(struct session_ctx *sc, evutil_socket_t fd,
 	    const struct sockaddr *sa, int salen, struct upstream_node *target);
+
+/*
+ * session_adopt(sc, fd, sa, salen, target, gen):
+ * A worker's half of session_start(): run a session that sc->live already
+ * counts, under configuration generation ${gen}.
+ */
+void	session_adopt(struct session_ctx *sc, evutil_socket_t fd,
+	    const struct sockaddr *sa, int salen, struct upstream_node *target,
+	    struct session_gen *gen);
+
+/* session_ctx_live(sc): sessions open in all event loops. */
+unsigned session_ctx_live(const struct session_ctx *sc);
+
+/* What the admin endpoint and the status line report. */
+struct session_totals {
+	struct session_stats	 stats;		/* bytes include open sessions */
+	uint64_t		 closed[SESSION_CLOSE_NREASONS];
+	uint64_t		 rewrites;
+	unsigned		 open;		/* in the loops summed */
+};
+
+/* session_ctx_totals(sc, t): ${sc}'s figures (from its own thread). */
+void	session_ctx_totals(const struct session_ctx *sc,
+	    struct session_totals *t);
+/* session_totals_add(sum, t): add ${t} into ${sum}. */
+void	session_totals_add(struct session_totals *sum,
+	    const struct session_totals *t);
 
 /* session_close(s, reason): the one way a session ends. */
 void	session_close(struct session *s, enum session_close_reason reason);

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,11 @@ struct upstream {
 	size_t			 next;		/* round-robin cursor */
 	uint32_t		 next_host;	/* in translate_prefix */
 	struct upstream_hooks	 hooks;
+	pthread_mutex_t		 lock;		/* recursive; see below */
 };
+
+static void	upstream_report_nl(struct upstream *u, struct upstream_node *n,
+		    bool ok);
 
 /* Resolve ${n}'s host (first address, numeric or by name); 0 or -1. */
 static int
@@ -82,11 +87,16 @@ upstream_new(const struct config *c, struct config_errors *errs)
 {
 	struct upstream		*u;
 	struct upstream_node	*n;
+	pthread_mutexattr_t	 attr;
 	size_t			 i;
 	char			 where[256];
 
 	u = util_xcalloc(1, sizeof(*u));
 	u->cfg = c;
+	pthread_mutexattr_init(&attr);
+	pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+	pthread_mutex_init(&u->lock, &attr);
+	pthread_mutexattr_destroy(&attr);
 	for (i = 0; i < c->ncontact_points; i++) {
 		n = upstream_add(u, c->contact_points[i].host,
 		    c->contact_points[i].port);
@@ -118,11 +128,12 @@ upstream_free(struct upstream *u)
 		free(u->nodes[i]);
 	}
 	free(u->nodes);
+	pthread_mutex_destroy(&u->lock);
 	free(u);
 }
 
-void
-upstream_set_hooks(struct upstream *u, const struct upstream_hooks *h)
+static void
+upstream_set_hooks_nl(struct upstream *u, const struct upstream_hooks *h)
 {
 	u->hooks = *h;
 }
@@ -142,8 +153,8 @@ upstream_local(const struct upstream *u, const struct upstream_node *n)
 	    strcmp(n->dc, u->cfg->local_dc) == 0);
 }
 
-size_t
-upstream_count(const struct upstream *u)
+static size_t
+upstream_count_nl(const struct upstream *u)
 {
 	size_t	 i, k = 0;
 
@@ -153,14 +164,14 @@ upstream_count(const struct upstream *u)
 	return (k);
 }
 
-size_t
-upstream_size(const struct upstream *u)
+static size_t
+upstream_size_nl(const struct upstream *u)
 {
 	return (u->n);
 }
 
-struct upstream_node *
-upstream_node_at(const struct upstream *u, size_t i)
+static struct upstream_node *
+upstream_node_at_nl(const struct upstream *u, size_t i)
 {
 	return (i < u->n ? u->nodes[i] : NULL);
 }
@@ -175,15 +186,15 @@ upstream_ready(struct upstream *u, struct upstream_node *n, uint64_t now)
 	    (n->resolved && !util_is_ip_literal(n->host) &&
 	    now - n->resolved_ms >= UPSTREAM_RERESOLVE_MS)) {
 		if (upstream_resolve(n) == -1) {
-			upstream_report(u, n, false);
+			upstream_report_nl(u, n, false);
 			return (false);
 		}
 	}
 	return (n->resolved);
 }
 
-struct upstream_node *
-upstream_pick(struct upstream *u, struct upstream_node *prefer,
+static struct upstream_node *
+upstream_pick_nl(struct upstream *u, struct upstream_node *prefer,
     const struct upstream_node *skip)
 {
 	struct upstream_node	*n, *soonest = NULL;
@@ -217,8 +228,8 @@ upstream_pick(struct upstream *u, struct upstream_node *prefer,
 	return (soonest);
 }
 
-void
-upstream_report(struct upstream *u, struct upstream_node *n, bool ok)
+static void
+upstream_report_nl(struct upstream *u, struct upstream_node *n, bool ok)
 {
 	uint64_t	 backoff;
 	unsigned	 shift;
@@ -262,8 +273,8 @@ upstream_has_inet(const struct upstream_node *n, const struct topo_inet *in)
 	return (false);
 }
 
-struct upstream_node *
-upstream_find_inet(struct upstream *u, const struct topo_inet *in)
+static struct upstream_node *
+upstream_find_inet_nl(struct upstream *u, const struct topo_inet *in)
 {
 	size_t	 i;
 
@@ -347,8 +358,8 @@ upstream_discovered(struct upstream *u, const struct topo_inet *in)
 	return (n);
 }
 
-void
-upstream_bind_host_id(struct upstream *u, struct upstream_node *n,
+static void
+upstream_bind_host_id_nl(struct upstream *u, struct upstream_node *n,
     const uint8_t host_id[16])
 {
 	size_t	 i;
@@ -373,8 +384,9 @@ upstream_bind_host_id(struct upstream *u, struct upstream_node *n,
 	memcpy(n->host_id, host_id, 16);
 }
 
-bool
-upstream_translate(void *arg, const struct topo_key *k, struct topo_inet *out)
+static bool
+upstream_translate_nl(void *arg, const struct topo_key *k,
+    struct topo_inet *out)
 {
 	struct upstream		*u = arg;
 	struct upstream_node	*n = NULL;
@@ -389,13 +401,13 @@ upstream_translate(void *arg, const struct topo_key *k, struct topo_inet *out)
 			    memcmp(u->nodes[i]->host_id, k->host_id, 16) == 0)
 				n = u->nodes[i];
 	if (n == NULL && k->native.len != 0)
-		n = upstream_find_inet(u, &k->native);
+		n = upstream_find_inet_nl(u, &k->native);
 	if (n == NULL && k->table == TOPO_TABLE_NONE)
 		return (false);		/* an event about an unknown node */
 	if (n == NULL && (n = upstream_discovered(u, &k->native)) == NULL)
 		return (false);
 	if (k->has_host_id && !n->has_host_id)
-		upstream_bind_host_id(u, n, k->host_id);
+		upstream_bind_host_id_nl(u, n, k->host_id);
 	if (k->dclen > 0) {
 		size_t l = k->dclen < sizeof(n->dc) - 1 ? k->dclen :
 		    sizeof(n->dc) - 1;
@@ -427,8 +439,8 @@ upstream_translate(void *arg, const struct topo_key *k, struct topo_inet *out)
 	return (true);
 }
 
-void
-upstream_mark_begin(struct upstream *u)
+static void
+upstream_mark_begin_nl(struct upstream *u)
 {
 	size_t	 i;
 
@@ -436,8 +448,8 @@ upstream_mark_begin(struct upstream *u)
 		u->nodes[i]->seen = false;
 }
 
-void
-upstream_mark_end(struct upstream *u)
+static void
+upstream_mark_end_nl(struct upstream *u)
 {
 	struct upstream_node	*n;
 	size_t			 i;
@@ -452,4 +464,144 @@ upstream_mark_end(struct upstream *u)
 		if (u->hooks.node_gone != NULL)
 			u->hooks.node_gone(u->hooks.arg, n);
 	}
+}
+
+/*
+ * The locked entry points.  Sessions of several worker threads, the
+ * control connection and the admin endpoint share the table; every
+ * public function takes the (recursive) lock, so node pointers handed out
+ * stay valid (entries are never freed) and the array is never read while
+ * it grows.  Node fields that change (address on re-resolution, health)
+ * are read through upstream_node_addr() or under upstream_lock().
+ */
+void
+upstream_lock(struct upstream *u)
+{
+	pthread_mutex_lock(&u->lock);
+}
+
+void
+upstream_unlock(struct upstream *u)
+{
+	pthread_mutex_unlock(&u->lock);
+}
+
+void
+upstream_node_addr(struct upstream *u, const struct upstream_node *n,
+    struct sockaddr_storage *ss, socklen_t *len, char *label, size_t size)
+{
+	pthread_mutex_lock(&u->lock);
+	memcpy(ss, &n->addr, sizeof(*ss));
+	*len = n->addrlen;
+	snprintf(label, size, "%s", n->addrstr[0] != '\0' ? n->addrstr :
+	    n->host);
+	pthread_mutex_unlock(&u->lock);
+}
+
+void
+upstream_set_hooks(struct upstream *u, const struct upstream_hooks *h)
+{
+	pthread_mutex_lock(&u->lock);
+	upstream_set_hooks_nl(u, h);
+	pthread_mutex_unlock(&u->lock);
+}
+
+size_t
+upstream_count(const struct upstream *u)
+{
+	size_t r;
+
+	pthread_mutex_lock((pthread_mutex_t *)&u->lock);
+	r = upstream_count_nl(u);
+	pthread_mutex_unlock((pthread_mutex_t *)&u->lock);
+	return (r);
+}
+
+size_t
+upstream_size(const struct upstream *u)
+{
+	size_t r;
+
+	pthread_mutex_lock((pthread_mutex_t *)&u->lock);
+	r = upstream_size_nl(u);
+	pthread_mutex_unlock((pthread_mutex_t *)&u->lock);
+	return (r);
+}
+
+struct upstream_node *
+upstream_node_at(const struct upstream *u, size_t i)
+{
+	struct upstream_node *r;
+
+	pthread_mutex_lock((pthread_mutex_t *)&u->lock);
+	r = upstream_node_at_nl(u, i);
+	pthread_mutex_unlock((pthread_mutex_t *)&u->lock);
+	return (r);
+}
+
+struct upstream_node *
+upstream_pick(struct upstream *u, struct upstream_node *prefer,
+    const struct upstream_node *skip)
+{
+	struct upstream_node *r;
+
+	pthread_mutex_lock(&u->lock);
+	r = upstream_pick_nl(u, prefer, skip);
+	pthread_mutex_unlock(&u->lock);
+	return (r);
+}
+
+void
+upstream_report(struct upstream *u, struct upstream_node *n, bool ok)
+{
+	pthread_mutex_lock(&u->lock);
+	upstream_report_nl(u, n, ok);
+	pthread_mutex_unlock(&u->lock);
+}
+
+struct upstream_node *
+upstream_find_inet(struct upstream *u, const struct topo_inet *in)
+{
+	struct upstream_node *r;
+
+	pthread_mutex_lock(&u->lock);
+	r = upstream_find_inet_nl(u, in);
+	pthread_mutex_unlock(&u->lock);
+	return (r);
+}
+
+void
+upstream_bind_host_id(struct upstream *u, struct upstream_node *n,
+    const uint8_t host_id[16])
+{
+	pthread_mutex_lock(&u->lock);
+	upstream_bind_host_id_nl(u, n, host_id);
+	pthread_mutex_unlock(&u->lock);
+}
+
+bool
+upstream_translate(void *arg, const struct topo_key *k, struct topo_inet *out)
+{
+	bool r;
+
+	pthread_mutex_lock(&((struct upstream *)arg)->lock);
+	r = upstream_translate_nl(arg, k, out);
+	pthread_mutex_unlock(&((struct upstream *)arg)->lock);
+	return (r);
+}
+
+void
+upstream_mark_begin(struct upstream *u)
+{
+	pthread_mutex_lock(&u->lock);
+	upstream_mark_begin_nl(u);
+	pthread_mutex_unlock(&u->lock);
+}
+
+void
+upstream_mark_end(struct upstream *u)
+{
+	pthread_mutex_lock(&u->lock);
+	upstream_mark_end_nl(u);
+	pthread_mutex_unlock(&u->lock);
 }

@@ -121,6 +121,22 @@ void	upstream_bind_host_id(struct upstream *u, struct upstream_node *n,
 void	upstream_mark_begin(struct upstream *u);
 void	upstream_mark_end(struct upstream *u);
 
+/*
+ * upstream_lock(u) / upstream_unlock(u): hold the table still while
+ * reading node fields that can change (health, addresses); the other
+ * functions lock by themselves (the lock is recursive).
+ */
+void	upstream_lock(struct upstream *u);
+void	upstream_unlock(struct upstream *u);
+
+/*
+ * upstream_node_addr(u, n, ss, len, label, size): copy ${n}'s current
+ * address and its label ("ip:port", or the host while unresolved).
+ */
+void	upstream_node_addr(struct upstream *u, const struct upstream_node *n,
+	    struct sockaddr_storage *ss, socklen_t *len, char *label,
+	    size_t size);
+
 /* upstream_find_inet(u, in): the node with native address ${in}, or NULL. */
 struct upstream_node *upstream_find_inet(struct upstream *u,
 	    const struct topo_inet *in);

@@ -181,6 +181,8 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(c->listen_port, 9042);
 	ck_assert(!c->allow_remote);
 	ck_assert_uint_eq(c->max_connections, 1024);
+	ck_assert_uint_eq(c->workers, 1);
+	ck_assert(c->resumption);
 	ck_assert_uint_eq(c->drain_timeout_ms, 30000);
 	ck_assert_uint_eq(c->max_frame_size, 256u * 1024 * 1024);
 	ck_assert_uint_eq(c->ncontact_points, 1);
@@ -320,8 +322,8 @@ START_TEST(test_unknown)
 	want("bad-unknown.ini:2: address: key is outside any section (put "
 	    "it under [listen])");
 	want("bad-unknown.ini:4: [listen] adress: unknown key (expected one "
-	    "of: address, allow_remote, max_connections, drain_timeout, "
-	    "max_frame_size)");
+	    "of: address, allow_remote, max_connections, workers, "
+	    "drain_timeout, max_frame_size)");
 	want("bad-unknown.ini:7: [tsl]: unknown section");
 	want("bad-unknown.ini:11: [tls] username: unknown key in this section "
 	    "(it belongs in [auth])");
@@ -578,6 +580,14 @@ START_TEST(test_limits)
 		{ "[listen]\nmax_connections = 1000000", true },
 		{ "[listen]\nmax_connections = 1000001", false },
 		{ "[listen]\nmax_connections = -5", false },
+		{ "[listen]\nworkers = auto", true },
+		{ "[listen]\nworkers = 1", true },
+		{ "[listen]\nworkers = 64", true },
+		{ "[listen]\nworkers = 0", false },
+		{ "[listen]\nworkers = 65", false },
+		{ "[listen]\nworkers = many", false },
+		{ "[tls]\nsession_resumption = no", true },
+		{ "[tls]\nsession_resumption = maybe", false },
 		{ "[listen]\ndrain_timeout = 0", true },
 		{ "[listen]\ndrain_timeout = 60m", true },
 		{ "[listen]\ndrain_timeout = 3600001ms", false },
@@ -1020,7 +1030,8 @@ example_copy(char **text)
 START_TEST(test_shipped_example)
 {
 	static const char *const keys[] = {
-		"address", "allow_remote", "max_connections", "drain_timeout",
+		"address", "allow_remote", "max_connections", "workers",
+		"drain_timeout", "session_resumption",
 		"max_frame_size", "contact_points", "connect_timeout",
 		"handshake_timeout", "topology", "translate_prefix",
 		"local_dc", "ca_file", "cert_file", "key_file",

@@ -1,0 +1,171 @@
+"""[listen] workers: sessions run on several event loops (threads), against
+a real Cassandra 5.0 node.  The main thread accepts and hands connections
+to the workers in turn; what the workers share (open-session count for
+max_connections, counters for /metrics, drain) must behave as with one
+loop.  The 'workers' meson test also runs the core, reload, admin and
+cluster suites with workers = 2 (CQLTUNNEL_TEST_WORKERS)."""
+
+import os
+import signal
+import socket
+import time
+
+import pytest
+from cassandra.cluster import Cluster
+
+import cqlwire
+from test_admin import get, metric, parse_metrics, wait_ready
+from tunnel import Tunnel, free_port
+
+
+def threads(pid):
+    """{tid: (name, runtime ns)} of a process."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        base = "/proc/%d/task/%s/" % (pid, tid)
+        try:
+            with open(base + "schedstat") as f:
+                ns = int(f.read().split()[0])
+        except OSError:
+            continue
+        out[int(tid)] = ns
+    return out
+
+
+def test_sessions_spread_over_workers(tmp_path, tunnel_config):
+    """With workers = 2 there are two more threads, both run sessions,
+    queries from many connections succeed, and /metrics counts every
+    session of every worker."""
+    admin = free_port()
+    cfg = tunnel_config(listen={"workers": "2"},
+                        admin={"address": "127.0.0.1:%d" % admin})
+    with Tunnel(str(tmp_path), cfg) as t:
+        t.wait_log("2 worker(s)")
+        wait_ready(admin, 200)
+        before = threads(t.proc.pid)
+        assert len(before) >= 3, before
+        socks = [cqlwire.connect(t.host, t.port) for _ in range(8)]
+        for _ in range(50):
+            for s in socks:
+                op, _ = cqlwire.query(s, "SELECT release_version FROM "
+                                      "system.local")
+                assert op == cqlwire.OP_RESULT
+        after = threads(t.proc.pid)
+        busy = [tid for tid in before if tid != t.proc.pid and
+                tid in after and after[tid] - before[tid] > 2000000]
+        assert len(busy) >= 2, (before, after)
+        for s in socks:
+            s.close()
+        t.wait_log_count("closed: app", 8)
+        # Workers publish every 0.5 s.
+        deadline = time.time() + 5
+        while True:
+            m = parse_metrics(get(admin, "/metrics")[2])
+            if metric(m, "cqltunnel_sessions_accepted_total") == 8 and \
+                    metric(m, "cqltunnel_sessions_closed_total",
+                           reason="app_eof") == 8:
+                break
+            assert time.time() < deadline, m
+            time.sleep(0.2)
+        assert metric(m, "cqltunnel_sessions_active") == 0
+
+
+def test_python_driver_with_workers(tmp_path, tunnel_config):
+    """The python driver (translate mode, the default) through two
+    workers: prepared statements and concurrent async queries."""
+    cfg = tunnel_config(listen={"workers": "2"})
+    with Tunnel(str(tmp_path), cfg) as t:
+        cluster = Cluster([t.host], port=t.port, protocol_version=4)
+        try:
+            session = cluster.connect()
+            hosts = [h.endpoint.address for h in cluster.metadata.all_hosts()]
+            assert hosts == [t.host]
+            session.execute("CREATE KEYSPACE IF NOT EXISTS wk WITH "
+                            "replication = {'class': 'SimpleStrategy', "
+                            "'replication_factor': 1}")
+            session.execute("CREATE TABLE IF NOT EXISTS wk.t "
+                            "(k int PRIMARY KEY, v text)")
+            ins = session.prepare("INSERT INTO wk.t (k, v) VALUES (?, ?)")
+            futures = [session.execute_async(ins, (i, "v%d" % i))
+                       for i in range(300)]
+            for f in futures:
+                f.result()
+            rows = session.execute("SELECT count(*) FROM wk.t")
+            assert rows.one()[0] == 300
+        finally:
+            cluster.shutdown()
+
+
+def test_max_connections_counts_all_workers(tmp_path, tunnel_config):
+    """max_connections = 3 holds across the workers: the fourth app
+    connection is refused while three are open on two workers."""
+    cfg = tunnel_config(listen={"workers": "2", "max_connections": "3"})
+    with Tunnel(str(tmp_path), cfg) as t:
+        socks = [cqlwire.connect(t.host, t.port) for _ in range(3)]
+        extra = socket.create_connection((t.host, t.port), timeout=5)
+        t.wait_log("max_connections (3) reached")
+        extra.settimeout(5)
+        assert extra.recv(1) == b""
+        extra.close()
+        for s in socks:
+            op, _ = cqlwire.query(s, "SELECT release_version FROM "
+                                  "system.local")
+            assert op == cqlwire.OP_RESULT
+            s.close()
+        t.wait_log_count("closed: app", 3)
+        s = cqlwire.connect(t.host, t.port)
+        s.close()
+
+
+def test_drain_with_workers(tmp_path, tunnel_config):
+    """SIGTERM with sessions open on both workers: every query in flight is
+    answered, then the tunnel exits 0 once the last session ends."""
+    cfg = tunnel_config(listen={"workers": "2", "drain_timeout": "20s"})
+    t = Tunnel(str(tmp_path), cfg)
+    t.start()
+    try:
+        socks = [cqlwire.connect(t.host, t.port) for _ in range(6)]
+        t.proc.send_signal(signal.SIGTERM)
+        t.wait_log("draining 6 session(s)")
+        for s in socks:
+            op, _ = cqlwire.query(s, "SELECT release_version FROM "
+                                  "system.local")
+            assert op == cqlwire.OP_RESULT
+        for s in socks:
+            s.close()
+        assert t.proc.wait(timeout=20) == 0
+        t.wait_log("all sessions ended; exiting")
+    finally:
+        if t.proc.poll() is None:
+            t.proc.kill()
+            t.proc.wait()
+
+
+def test_reload_reaches_workers(tmp_path, tunnel_config, pki,
+                                password_file):
+    """SIGHUP with workers: new sessions on every worker use the new
+    generation (a changed password file takes effect everywhere), open
+    sessions keep theirs."""
+    cfg = tunnel_config(listen={"workers": "2"})
+    with Tunnel(str(tmp_path), cfg) as t:
+        old = [cqlwire.connect(t.host, t.port) for _ in range(2)]
+        pw = t.sections["auth"]["password_file"]
+        with open(pw, "w") as f:
+            f.write("wrong")
+        t.sighup()
+        t.wait_log("generation 2")
+        for _ in range(4):
+            with pytest.raises(Exception) as e:
+                cqlwire.connect(t.host, t.port)
+            assert "code=0x0100" in str(e.value), e.value
+        for s in old:
+            op, _ = cqlwire.query(s, "SELECT release_version FROM "
+                                  "system.local")
+            assert op == cqlwire.OP_RESULT
+            s.close()
+        with open(pw, "w") as f:
+            f.write("cassandra")
+        t.sighup()
+        t.wait_log("generation 3")
+        for _ in range(4):
+            cqlwire.connect(t.host, t.port).close()
