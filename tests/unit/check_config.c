@@ -320,7 +320,8 @@ START_TEST(test_unknown)
 	want("bad-unknown.ini:2: address: key is outside any section (put "
 	    "it under [listen])");
 	want("bad-unknown.ini:4: [listen] adress: unknown key (expected one "
-	    "of: address, allow_remote, max_connections, drain_timeout, "
+	    "of: address, allow_remote, allow_uids, allow_gids, unix_mode, "
+	    "unix_owner, unix_group, max_connections, drain_timeout, "
 	    "max_frame_size)");
 	want("bad-unknown.ini:7: [tsl]: unknown section");
 	want("bad-unknown.ini:11: [tls] username: unknown key in this section "
@@ -594,7 +595,9 @@ START_TEST(test_limits)
 		{ "[cluster]\ncontact_points = a,", false },
 		{ "[cluster]\ncontact_points = [fe80::1%eth0]", false },
 		{ "[cluster]\ncontact_points = a b", false },
-		{ "[tls]\nverify = none", true },
+		{ "[tls]\nverify = none", false },
+		{ "[tls]\nverify = none\ninsecure_skip_verify = yes", true },
+		{ "[tls]\ninsecure_skip_verify = yes", false },
 		{ "[tls]\nmin_version = 1.2", true },
 		{ "[log]\nlevel = warning", true },
 		{ "[log]\nlevel = warn # no such comment", false },
@@ -763,7 +766,8 @@ START_TEST(test_crlf_bom)
 	config_free(c);
 
 	/* No newline at the end of the last line. */
-	c = load_good(puts_file("t.ini", BASE "verify = none", 0644));
+	c = load_good(puts_file("t.ini", BASE "insecure_skip_verify = yes\n"
+	    "verify = none", 0644));
 	ck_assert_int_eq(c->verify, CONFIG_VERIFY_NONE);
 	config_free(c);
 }
@@ -856,7 +860,7 @@ START_TEST(test_inline_comments)
 	struct config	*c;
 
 	c = load_with("[tls]\nverify = none ; only for the lab\n"
-	    "server_name = a;b\n");
+	    "server_name = a;b\ninsecure_skip_verify = yes\n");
 	ck_assert_ptr_nonnull(c);
 	ck_assert_int_eq(c->verify, CONFIG_VERIFY_NONE);
 	ck_assert_str_eq(c->server_name, "a;b");
