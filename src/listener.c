@@ -46,11 +46,20 @@ static void
 listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
-	struct listener	*l = arg;
-	char		 peer[UTIL_ADDRSTRLEN], why[400];
-	uint64_t	 now;
+	struct listener		*l = arg;
+	struct sockaddr_un	 sun;
+	char			 peer[UTIL_ADDRSTRLEN], why[400];
+	uint64_t		 now;
 
 	(void)lev;
+	if (sa->sa_family == AF_UNIX) {
+		/* An unnamed peer's sun_path is not filled in: zero it. */
+		memset(&sun, 0, sizeof(sun));
+		memcpy(&sun, sa, (size_t)salen < sizeof(sun) ? (size_t)salen :
+		    sizeof(sun));
+		sa = (struct sockaddr *)&sun;
+		salen = (int)sizeof(sun);
+	}
 	if (l->sc->nsessions >= l->sc->gen->cfg->max_connections) {
 		l->refused++;
 		now = util_now_ms();
