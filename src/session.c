@@ -785,14 +785,19 @@ session_node_writecb(struct bufferevent *bev, void *arg)
 	session_drained(s, &s->node, &s->app);
 }
 
-/* Latest OpenSSL error recorded on ${bev}, or 0. */
+/*
+ * Latest OpenSSL error recorded on ${bev}, or 0.  One from a library
+ * wins over libevent's bare SSL_get_error() code (library 0).
+ */
 static unsigned long
 session_ssl_error(struct bufferevent *bev)
 {
 	unsigned long	 e, last = 0;
 
-	while ((e = bufferevent_get_openssl_error(bev)) != 0)
-		last = e;
+	while ((e = bufferevent_get_openssl_error(bev)) != 0) {
+		if (ERR_GET_LIB(e) != 0 || ERR_GET_LIB(last) == 0)
+			last = e;
+	}
 	return (last);
 }
 

@@ -569,3 +569,57 @@ err:
 	close(fd);
 	return (-1);
 }
+
+/* Read key material from a regular file without stdio buffering. */
+int
+util_read_key_file(const char *path, char **out, size_t *outlen,
+    size_t maxlen, char *why, size_t whylen)
+{
+	struct stat	 st;
+	char		*buf;
+	size_t		 len = 0;
+	ssize_t		 n;
+	int		 fd;
+
+	fd = open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	if (fd == -1) {
+		snprintf(why, whylen, "%s", strerror(errno));
+		return (-1);
+	}
+	if (fstat(fd, &st) == -1) {
+		snprintf(why, whylen, "%s", strerror(errno));
+		close(fd);
+		return (-1);
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(why, whylen, "not a regular file");
+		close(fd);
+		return (-1);
+	}
+	buf = util_xmalloc(maxlen + 1);
+	while (len <= maxlen) {
+		n = read(fd, buf + len, maxlen + 1 - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			snprintf(why, whylen, "%s", strerror(errno));
+			goto err;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	if (len > maxlen) {
+		snprintf(why, whylen, "longer than %zu bytes", maxlen);
+		goto err;
+	}
+	close(fd);
+	*out = buf;
+	*outlen = len;
+	return (0);
+err:
+	util_wipe(buf, maxlen + 1);
+	free(buf);
+	close(fd);
+	return (-1);
+}

@@ -91,4 +91,14 @@ void	util_wipe(void *p, size_t n);
 int	util_read_secret_file(const char *path, char **out, size_t *outlen,
 	    size_t maxlen, char *why, size_t whylen);
 
+/*
+ * util_read_key_file(path, out, outlen, maxlen, why, whylen):
+ * Read a whole regular file of key material (at most ${maxlen} bytes)
+ * with read(2) into one malloc'd buffer, so that no stdio buffer keeps a
+ * copy.  Returns 0 with the buffer in *out (the caller wipes and frees
+ * it), or -1 with a reason in ${why}.
+ */
+int	util_read_key_file(const char *path, char **out, size_t *outlen,
+	    size_t maxlen, char *why, size_t whylen);
+
 #endif /* !UTIL_H */
