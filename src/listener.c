@@ -124,6 +124,7 @@ listener_adopt(struct event_base *base, const struct config *c,
 	l = util_xcalloc(1, sizeof(*l));
 	l->sc = sc;
 	l->cfg = c;
+	memset(&ss, 0, sizeof(ss));
 	if (getsockname(fd, (struct sockaddr *)&ss, &sslen) == 0)
 		util_sockaddr_str((struct sockaddr *)&ss, l->addr,
 		    sizeof(l->addr));

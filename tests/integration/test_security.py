@@ -595,3 +595,80 @@ def test_plaintext_node_never_gets_plaintext(tmp_path, tunnel_config):
         # A TLS handshake record (ClientHello), never a CQL frame.
         assert data[:1] == b"\x16", data[:16]
         assert b"STARTUP" not in data and b"CQL_VERSION" not in data
+
+
+# -- socket activation -------------------------------------------------------
+
+def activated(tmp_path, cfg, lsock):
+    """Start cqltunnel as systemd would, with ${lsock} as fd 3."""
+    import sys
+    from test_systemd import start
+    fd = lsock.fileno()
+    wrapper = [sys.executable, "-c",
+               "import os, sys; os.dup2(%d, 3); "
+               "os.environ['LISTEN_PID'] = str(os.getpid()); "
+               "os.environ['LISTEN_FDS'] = '1'; "
+               "os.execv(sys.argv[1], sys.argv[1:])" % fd]
+    return start(tmp_path, cfg, argv_prefix=wrapper, pass_fds=(fd,))
+
+
+def wait_for(proc, log, text, timeout=20):
+    from test_systemd import read
+    deadline = time.monotonic() + timeout
+    while text not in read(log):
+        assert time.monotonic() < deadline, read(log)
+        assert proc.poll() is None, read(log)
+        time.sleep(0.1)
+    return read(log)
+
+
+def test_socket_activation_unix_allow_uids(tmp_path, tunnel_config,
+                                           open_dir):
+    """A unix socket passed by systemd is adopted, and allow_uids applies
+    to it (the peer comes from SO_PEERCRED)."""
+    path = os.path.join(open_dir, "activated.sock")
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(path)
+    os.chmod(path, 0o666)
+    lsock.listen(16)
+    cfg = unix_config(tunnel_config, path, allow_uids="bin")
+    proc, log = activated(tmp_path, cfg, lsock)
+    lsock.close()
+    try:
+        wait_for(proc, log, "listening on")
+        assert "using the listening socket passed by systemd (unix:%s)" \
+            % path in wait_for(proc, log, "listening on")
+        assert as_user(BIN, BIN, "unix:" + path) == {"ok": True}
+        r = as_user(DAEMON, DAEMON, "unix:" + path)
+        assert r["ok"] is False and "uid 1 (daemon), pid " in \
+            r["message"], r
+        wait_for(proc, log, "access denied: uid 1 (daemon)")
+        proc.send_signal(15)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # systemd's socket: not ours to remove.
+    assert os.path.exists(path)
+
+
+def test_socket_activation_remote_with_allow_uids(tmp_path, tunnel_config):
+    """A passed socket on a wildcard address cannot be combined with
+    allow_uids: refused at start."""
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.bind(("0.0.0.0", 0))
+    lsock.listen(16)
+    cfg = tunnel_config(listen={"allow_uids": "bin"},
+                        cluster={"topology": "pin"})
+    proc, log = activated(tmp_path, cfg, lsock)
+    lsock.close()
+    try:
+        assert proc.wait(timeout=30) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    from test_systemd import read
+    assert "is not loopback or unix, so [listen] allow_uids/allow_gids " \
+        "cannot identify who connects" in read(log), read(log)
