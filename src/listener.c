@@ -187,8 +187,8 @@ listener_unix_stale(const char *path, char *err, size_t errlen)
 	rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
 	close(fd);
 	if (rc == 0) {
-		snprintf(err, errlen, "%s: another process is listening on "
-		    "it", path);
+		snprintf(err, errlen, "%s is in use: another process "
+		    "accepts connections on it", path);
 		return (-1);
 	}
 	if (errno != ECONNREFUSED) {
