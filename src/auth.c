@@ -157,6 +157,8 @@ auth_emit(const struct auth_hs *hs, const struct auth_sink *sink, bool to_node,
 		sink->to_node(sink->arg, env, len);
 	else
 		sink->to_app(sink->arg, env, len);
+	if (framed)
+		util_wipe(seg, len);	/* may hold the credentials */
 }
 
 /* Send the app an ERROR frame in ${version} on ${stream}. */
@@ -339,6 +341,7 @@ auth_send_token(struct auth_hs *hs, const struct auth_sink *sink,
 	if (len > 0)
 		auth_emit(hs, sink, true,
 		    cql_version_has_segments(hs->version), frame, len);
+	util_wipe(frame, len);
 	hs->injected = true;
 }
 

@@ -12,6 +12,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,12 +60,22 @@ enum config_type {
 	CONFIG_T_PATH,		/* relative to the config's directory */
 	CONFIG_T_CRED,		/* a credential: never echoed */
 	CONFIG_T_PREFIX,	/* IPv4 loopback network a.b.c.d/len */
+	CONFIG_T_USERS,		/* user names or uids, ...; appends */
+	CONFIG_T_GROUPS,	/* group names or gids, ...; appends */
+	CONFIG_T_USER,		/* one user name or uid */
+	CONFIG_T_GROUP,		/* one group name or gid */
+	CONFIG_T_MODE,		/* octal file mode within [min, max] */
 };
 
 /* Every key, in the order of config_keys[]. */
 enum config_key_id {
 	CONFIG_K_ADDRESS,
 	CONFIG_K_ALLOW_REMOTE,
+	CONFIG_K_ALLOW_UIDS,
+	CONFIG_K_ALLOW_GIDS,
+	CONFIG_K_UNIX_MODE,
+	CONFIG_K_UNIX_OWNER,
+	CONFIG_K_UNIX_GROUP,
 	CONFIG_K_MAX_CONNECTIONS,
 	CONFIG_K_WORKERS,
 	CONFIG_K_DRAIN_TIMEOUT,
@@ -79,6 +91,7 @@ enum config_key_id {
 	CONFIG_K_KEY_FILE,
 	CONFIG_K_KEY_PASSWORD_FILE,
 	CONFIG_K_VERIFY,
+	CONFIG_K_INSECURE_SKIP_VERIFY,
 	CONFIG_K_SERVER_NAME,
 	CONFIG_K_MIN_VERSION,
 	CONFIG_K_CIPHERS,
@@ -94,6 +107,7 @@ enum config_key_id {
 	CONFIG_K_LOG_FORMAT,
 	CONFIG_K_LOG_TARGET,
 	CONFIG_K_ADMIN_ADDRESS,
+	CONFIG_K_ALLOW_CORE_DUMPS,
 	CONFIG_K_COUNT
 };
 
@@ -153,7 +167,7 @@ struct config_parse {
 };
 
 static const char *const config_sections[] = {
-	"listen", "cluster", "tls", "auth", "log", "admin",
+	"listen", "cluster", "tls", "auth", "log", "admin", "daemon",
 };
 
 static const struct config_choice config_verify_choices[] = {
@@ -216,6 +230,30 @@ static const struct config_key config_keys[CONFIG_K_COUNT] = {
 		.section = "listen", .name = "allow_remote",
 		.type = CONFIG_T_BOOL,
 		.dflt = "no",
+	},
+	[CONFIG_K_ALLOW_UIDS] = {
+		.section = "listen", .name = "allow_uids",
+		.type = CONFIG_T_USERS,
+		.flags = CONFIG_REPEAT,
+	},
+	[CONFIG_K_ALLOW_GIDS] = {
+		.section = "listen", .name = "allow_gids",
+		.type = CONFIG_T_GROUPS,
+		.flags = CONFIG_REPEAT,
+	},
+	[CONFIG_K_UNIX_MODE] = {
+		.section = "listen", .name = "unix_mode",
+		.type = CONFIG_T_MODE,
+		.min = 0, .max = 0777,
+		.dflt = "0660",
+	},
+	[CONFIG_K_UNIX_OWNER] = {
+		.section = "listen", .name = "unix_owner",
+		.type = CONFIG_T_USER,
+	},
+	[CONFIG_K_UNIX_GROUP] = {
+		.section = "listen", .name = "unix_group",
+		.type = CONFIG_T_GROUP,
 	},
 	[CONFIG_K_MAX_CONNECTIONS] = {
 		.section = "listen", .name = "max_connections",
@@ -297,6 +335,11 @@ static const struct config_key config_keys[CONFIG_K_COUNT] = {
 		.choices = config_verify_choices,
 		.dflt = "full",
 	},
+	[CONFIG_K_INSECURE_SKIP_VERIFY] = {
+		.section = "tls", .name = "insecure_skip_verify",
+		.type = CONFIG_T_BOOL,
+		.dflt = "no",
+	},
 	[CONFIG_K_SERVER_NAME] = {
 		.section = "tls", .name = "server_name",
 		.type = CONFIG_T_STRING,
@@ -373,6 +416,11 @@ static const struct config_key config_keys[CONFIG_K_COUNT] = {
 	[CONFIG_K_ADMIN_ADDRESS] = {
 		.section = "admin", .name = "address",
 		.type = CONFIG_T_LISTEN,
+	},
+	[CONFIG_K_ALLOW_CORE_DUMPS] = {
+		.section = "daemon", .name = "allow_core_dumps",
+		.type = CONFIG_T_BOOL,
+		.dflt = "no",
 	},
 };
 
@@ -748,6 +796,15 @@ config_store_number(struct config *c, enum config_key_id id, uint64_t v)
 	case CONFIG_K_RESUMPTION:
 		c->resumption = v != 0;
 		break;
+	case CONFIG_K_INSECURE_SKIP_VERIFY:
+		c->insecure_skip_verify = v != 0;
+		break;
+	case CONFIG_K_ALLOW_CORE_DUMPS:
+		c->allow_core_dumps = v != 0;
+		break;
+	case CONFIG_K_UNIX_MODE:
+		c->unix_mode = (unsigned)v;
+		break;
 	case CONFIG_K_MAX_CONNECTIONS:
 		c->max_connections = (unsigned)v;
 		break;
@@ -801,9 +858,31 @@ config_set_listen(struct config_parse *p, const struct config_key *k,
 {
 	bool		 admin = k == &config_keys[CONFIG_K_ADMIN_ADDRESS];
 	char		 host[CONFIG_HOST_MAX], q[CONFIG_QUOTE_MAX];
+	char		*path;
 	const char	*why;
 	uint16_t	 port;
 
+	if (!admin && strncmp(value, "unix:", 5) == 0) {
+		if (value[5] == '\0') {
+			config_error(p, line, k, "unix: needs a socket path "
+			    "(unix:/run/cqltunnel/cql.sock)");
+			return;
+		}
+		path = config_path(p, value + 5);
+		if (path == NULL || strlen(path) > CONFIG_UNIX_PATH_MAX) {
+			config_error(p, line, k, "socket path %s is %s",
+			    config_quote(value + 5, q, sizeof(q)), path == NULL ?
+			    "not usable here" : "longer than 107 bytes");
+			free(path);
+			return;
+		}
+		free(p->c->listen_unix);
+		free(p->c->listen_host);
+		p->c->listen_host = NULL;
+		p->c->listen_unix = path;
+		p->c->listen_port = 0;
+		return;
+	}
 	if (util_split_hostport(value, host, sizeof(host), &port,
 	    admin ? CONFIG_ADMIN_PORT : CONFIG_DEFAULT_PORT, &why) == -1) {
 		config_error(p, line, k, "invalid address %s: %s",
@@ -822,9 +901,143 @@ config_set_listen(struct config_parse *p, const struct config_key *k,
 		p->c->admin_port = port;
 		return;
 	}
+	free(p->c->listen_unix);
+	p->c->listen_unix = NULL;
 	free(p->c->listen_host);
 	p->c->listen_host = util_xstrdup(host);
 	p->c->listen_port = port;
+}
+
+/*
+ * Resolve one user (${group} false) or group: a decimal id, or a name
+ * looked up now.  Returns 0 with the id in *id, or -1 with a reason in
+ * ${why}.
+ */
+static int
+config_resolve_id(const char *name, bool group, uint32_t *id, char *why,
+    size_t whylen)
+{
+	struct passwd	 pw, *pwp = NULL;
+	struct group	 gr, *grp = NULL;
+	char		 buf[16384];
+	uint64_t	 v;
+	int		 rc;
+
+	if (isdigit((unsigned char)name[0])) {
+		/* (uid_t)-1 means "no change" to chown(2): never an id. */
+		if (util_parse_uint(name, 0, UINT32_MAX - 1, &v) == -1) {
+			snprintf(why, whylen, "not a valid %s id",
+			    group ? "group" : "user");
+			return (-1);
+		}
+		*id = (uint32_t)v;
+		return (0);
+	}
+	if (group) {
+		rc = getgrnam_r(name, &gr, buf, sizeof(buf), &grp);
+		if (rc == 0 && grp != NULL) {
+			*id = (uint32_t)grp->gr_gid;
+			return (0);
+		}
+	} else {
+		rc = getpwnam_r(name, &pw, buf, sizeof(buf), &pwp);
+		if (rc == 0 && pwp != NULL) {
+			*id = (uint32_t)pwp->pw_uid;
+			return (0);
+		}
+	}
+	if (rc != 0 && rc != ENOENT && rc != ESRCH)
+		snprintf(why, whylen, "cannot look it up: %s", strerror(rc));
+	else
+		snprintf(why, whylen, "no such %s", group ? "group" : "user");
+	return (-1);
+}
+
+/* Parse a list of users or groups and append their ids. */
+static void
+config_set_ids(struct config_parse *p, const struct config_key *k,
+    unsigned line, const char *value, bool group)
+{
+	struct config	*c = p->c;
+	char		*list, *item, *next, *end;
+	char		 q[CONFIG_QUOTE_MAX], why[128];
+	uint32_t	 id;
+	size_t		*n = group ? &c->nallow_gids : &c->nallow_uids;
+
+	list = util_xstrdup(value);
+	for (item = list; item != NULL; item = next) {
+		if ((next = strchr(item, ',')) != NULL)
+			*next++ = '\0';
+		while (isspace((unsigned char)*item))
+			item++;
+		end = item + strlen(item);
+		while (end > item && isspace((unsigned char)end[-1]))
+			*--end = '\0';
+		if (*item == '\0') {
+			config_error(p, line, k, "empty entry in the list "
+			    "(separate entries with one comma)");
+			continue;
+		}
+		if (config_resolve_id(item, group, &id, why, sizeof(why)) ==
+		    -1) {
+			config_error(p, line, k, "%s: %s",
+			    config_quote(item, q, sizeof(q)), why);
+			continue;
+		}
+		if (*n == CONFIG_MAX_IDS) {
+			config_error(p, line, k, "more than %d entries",
+			    CONFIG_MAX_IDS);
+			break;
+		}
+		if (group) {
+			c->allow_gids = util_xrealloc(c->allow_gids,
+			    (*n + 1) * sizeof(*c->allow_gids));
+			c->allow_gids[(*n)++] = (gid_t)id;
+		} else {
+			c->allow_uids = util_xrealloc(c->allow_uids,
+			    (*n + 1) * sizeof(*c->allow_uids));
+			c->allow_uids[(*n)++] = (uid_t)id;
+		}
+	}
+	c->access_control = true;
+	free(list);
+}
+
+/* Parse "[listen] unix_owner" or "unix_group". */
+static void
+config_set_owner(struct config_parse *p, const struct config_key *k,
+    unsigned line, const char *value, bool group)
+{
+	char		 q[CONFIG_QUOTE_MAX], why[128];
+	uint32_t	 id;
+
+	if (config_resolve_id(value, group, &id, why, sizeof(why)) == -1) {
+		config_error(p, line, k, "%s: %s",
+		    config_quote(value, q, sizeof(q)), why);
+		return;
+	}
+	if (group)
+		p->c->unix_group = (gid_t)id;
+	else
+		p->c->unix_owner = (uid_t)id;
+}
+
+/* Parse an octal file mode such as "0660". */
+static int
+config_parse_mode(const char *value, uint64_t max, uint64_t *out)
+{
+	const char	*s;
+	uint64_t	 v = 0;
+
+	for (s = value; *s != '\0'; s++) {
+		if (*s < '0' || *s > '7' || s - value > 4)
+			return (-1);
+		v = v * 8 + (uint64_t)(*s - '0');
+	}
+	if (v > max)
+		return (-1);
+	*out = v;
+	return (0);
 }
 
 /* Parse a list of contact points and append them. */
@@ -1039,6 +1252,24 @@ config_set(struct config_parse *p, const struct config_key *k,
 	case CONFIG_T_PREFIX:
 		config_set_prefix(p, k, line, value);
 		return;
+	case CONFIG_T_USERS:
+	case CONFIG_T_GROUPS:
+		config_set_ids(p, k, line, value, k->type == CONFIG_T_GROUPS);
+		return;
+	case CONFIG_T_USER:
+	case CONFIG_T_GROUP:
+		config_set_owner(p, k, line, value, k->type == CONFIG_T_GROUP);
+		return;
+	case CONFIG_T_MODE:
+		if (config_parse_mode(value, k->max, &v) == -1) {
+			config_error(p, line, k, "invalid mode %s (expected "
+			    "an octal file mode from 0 to %03llo, such as "
+			    "0660)", config_quote(value, q, sizeof(q)),
+			    (unsigned long long)k->max);
+			return;
+		}
+		config_store_number(p->c, id, v);
+		return;
 	case CONFIG_T_PATH:
 		if ((k->flags & CONFIG_SYSTEM) && strcmp(value, "system") == 0) {
 			p->c->ca_system = true;
@@ -1193,8 +1424,8 @@ config_classify(struct config_parse *p, const char *line)
 	name[e - s - 1] = '\0';
 	if (!config_section_known(name))
 		config_error(p, p->line, NULL, "[%s]: unknown section "
-		    "(expected listen, cluster, tls, auth or log)",
-		    config_escape(name, n, sizeof(n)));
+		    "(expected listen, cluster, tls, auth, log, admin or "
+		    "daemon)", config_escape(name, n, sizeof(n)));
 }
 
 /* Check that inih passed the previous line on if it had to. */
@@ -1330,6 +1561,46 @@ config_read_password(struct config_parse *p)
 		    "control character", c->password_file);
 }
 
+/* Check the unix: address and access control against the rest. */
+static void
+config_check_listen(struct config_parse *p)
+{
+	struct config	*c = p->c;
+	const char	*unix_key = NULL;
+
+	if (c->listen_unix == NULL) {
+		if (p->lines[CONFIG_K_UNIX_MODE] != 0)
+			unix_key = "unix_mode";
+		else if (p->lines[CONFIG_K_UNIX_OWNER] != 0)
+			unix_key = "unix_owner";
+		else if (p->lines[CONFIG_K_UNIX_GROUP] != 0)
+			unix_key = "unix_group";
+		if (unix_key != NULL)
+			config_error(p, p->lines[config_key_find("listen",
+			    unix_key) - config_keys], config_key_find("listen",
+			    unix_key), "applies to a unix: address only");
+	} else {
+		if (c->topology == CONFIG_TOPOLOGY_TRANSLATE)
+			config_error(p, p->lines[CONFIG_K_ADDRESS],
+			    &config_keys[CONFIG_K_ADDRESS], "a unix: address "
+			    "needs [cluster] topology = pin: translate mode "
+			    "gives every node its own TCP loopback address");
+		if (c->allow_remote)
+			config_error(p, p->lines[CONFIG_K_ALLOW_REMOTE],
+			    &config_keys[CONFIG_K_ALLOW_REMOTE], "applies to "
+			    "TCP addresses only (the address is unix:)");
+	}
+	if (c->access_control && c->listen_host != NULL &&
+	    !config_is_loopback(c->listen_host))
+		config_error(p, p->lines[p->lines[CONFIG_K_ALLOW_UIDS] != 0 ?
+		    CONFIG_K_ALLOW_UIDS : CONFIG_K_ALLOW_GIDS],
+		    &config_keys[p->lines[CONFIG_K_ALLOW_UIDS] != 0 ?
+		    CONFIG_K_ALLOW_UIDS : CONFIG_K_ALLOW_GIDS], "needs a "
+		    "loopback or unix: [listen] address: the owner of a "
+		    "connection from another host cannot be known (%s is not "
+		    "loopback)", c->listen_host);
+}
+
 /* Check what one key alone cannot: presence and keys against keys. */
 static void
 config_check(struct config_parse *p)
@@ -1357,6 +1628,18 @@ config_check(struct config_parse *p)
 		    "address; anyone who can connect uses the cluster "
 		    "credentials, so set allow_remote = yes only if that is "
 		    "intended", c->listen_host);
+	config_check_listen(p);
+	if (c->verify == CONFIG_VERIFY_NONE && !c->insecure_skip_verify)
+		config_error(p, p->lines[CONFIG_K_VERIFY],
+		    &config_keys[CONFIG_K_VERIFY], "\"none\" turns off "
+		    "verification of the node's certificate, so anyone on the "
+		    "path can impersonate the cluster and receive the "
+		    "injected credentials; to do it anyway, also set "
+		    "insecure_skip_verify = yes");
+	if (c->insecure_skip_verify && c->verify != CONFIG_VERIFY_NONE)
+		config_error(p, p->lines[CONFIG_K_INSECURE_SKIP_VERIFY],
+		    &config_keys[CONFIG_K_INSECURE_SKIP_VERIFY], "only "
+		    "acknowledges verify = none; remove it");
 
 	if (c->username != NULL && c->password_file != NULL)
 		config_read_password(p);
@@ -1392,6 +1675,8 @@ config_load(const char *path, struct config_errors *errs)
 	p.path = path;
 	c = p.c = util_xcalloc(1, sizeof(*c));
 	c->path = util_xstrdup(path);
+	c->unix_owner = (uid_t)-1;
+	c->unix_group = (gid_t)-1;
 
 	if ((p.f = fopen(path, "re")) == NULL) {
 		config_error(&p, 0, NULL, "cannot open: %s", strerror(errno));
@@ -1437,6 +1722,9 @@ config_free(struct config *c)
 	}
 	free(c->path);
 	free(c->listen_host);
+	free(c->listen_unix);
+	free(c->allow_uids);
+	free(c->allow_gids);
 	free(c->admin_host);
 	for (i = 0; i < c->ncontact_points; i++)
 		free(c->contact_points[i].host);

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "log.h"
 
@@ -44,13 +45,28 @@ struct config_endpoint {
 #define CONFIG_MAX_CRED_LEN	512
 #define CONFIG_MAX_WORKERS	64	/* [listen] workers */
 
+/* Longest unix: socket path (sun_path less its NUL). */
+#define CONFIG_UNIX_PATH_MAX	107
+
+/* Entries in [listen] allow_uids or allow_gids. */
+#define CONFIG_MAX_IDS		64
+
 struct config {
 	char		*path;
 
 	/* [listen] */
-	char		*listen_host;		/* address literal */
+	char		*listen_host;		/* address literal; NULL: unix */
 	uint16_t	 listen_port;
+	char		*listen_unix;		/* unix: socket path, or NULL */
+	unsigned	 unix_mode;		/* default 0660 */
+	uid_t		 unix_owner;		/* (uid_t)-1: ours */
+	gid_t		 unix_group;		/* (gid_t)-1: ours */
 	bool		 allow_remote;
+	uid_t		*allow_uids;		/* resolved at load */
+	size_t		 nallow_uids;
+	gid_t		*allow_gids;
+	size_t		 nallow_gids;
+	bool		 access_control;	/* either list is set */
 	unsigned	 max_connections;	/* default 1024 */
 	unsigned	 workers;		/* event loops; 0: auto */
 	unsigned	 drain_timeout_ms;	/* default 30 s */
@@ -73,6 +89,7 @@ struct config {
 	char		*key_file;		/* required with cert_file */
 	char		*key_password_file;	/* optional */
 	enum config_verify verify;
+	bool		 insecure_skip_verify;	/* acknowledges verify = none */
 	char		*server_name;		/* optional override */
 	enum config_tls_version min_version;
 	char		*ciphers;		/* TLS <= 1.2 list, optional */
@@ -97,6 +114,9 @@ struct config {
 	/* [admin] */
 	char		*admin_host;		/* NULL: no admin endpoint */
 	uint16_t	 admin_port;
+
+	/* [daemon] */
+	bool		 allow_core_dumps;	/* default no */
 
 	/* Where each key was set, for later error messages. */
 	struct config_origin *origins;

@@ -1,12 +1,17 @@
 /*
  * listener: accept apps' plaintext connections (see listener.h).
  */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/listener.h>
 
@@ -14,6 +19,7 @@
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
+#include "peercred.h"
 #include "session.h"
 #include "upstream.h"
 #include "util.h"
@@ -30,6 +36,9 @@ struct listener {
 	char			 addr[UTIL_ADDRSTRLEN];
 	uint64_t		 refused;	/* over max_connections */
 	uint64_t		 last_refusal_log_ms;
+	char			*unix_path;	/* ours to remove at exit */
+	dev_t			 unix_dev;
+	ino_t			 unix_ino;
 };
 
 /* A new app connection. */
@@ -37,11 +46,20 @@ static void
 listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
-	struct listener	*l = arg;
-	char		 peer[UTIL_ADDRSTRLEN];
-	uint64_t	 now;
+	struct listener		*l = arg;
+	struct sockaddr_un	 sun;
+	char			 peer[UTIL_ADDRSTRLEN], why[400];
+	uint64_t		 now;
 
 	(void)lev;
+	if (sa->sa_family == AF_UNIX) {
+		/* An unnamed peer's sun_path is not filled in: zero it. */
+		memset(&sun, 0, sizeof(sun));
+		memcpy(&sun, sa, (size_t)salen < sizeof(sun) ? (size_t)salen :
+		    sizeof(sun));
+		sa = (struct sockaddr *)&sun;
+		salen = (int)sizeof(sun);
+	}
 	if (session_ctx_live(l->sc) >= l->sc->gen->cfg->max_connections) {
 		l->refused++;
 		now = util_now_ms();
@@ -54,6 +72,10 @@ listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 			l->last_refusal_log_ms = now;
 		}
 		evutil_closesocket(fd);
+		return;
+	}
+	if (peercred_check(l->sc->gen->cfg, fd, sa, why, sizeof(why)) == -1) {
+		session_refuse(l->sc, fd, sa, salen, why);
 		return;
 	}
 	session_start(l->sc, fd, sa, salen, l->target);
@@ -102,9 +124,20 @@ listener_adopt(struct event_base *base, const struct config *c,
 	l = util_xcalloc(1, sizeof(*l));
 	l->sc = sc;
 	l->cfg = c;
+	memset(&ss, 0, sizeof(ss));
 	if (getsockname(fd, (struct sockaddr *)&ss, &sslen) == 0)
 		util_sockaddr_str((struct sockaddr *)&ss, l->addr,
 		    sizeof(l->addr));
+	else
+		ss.ss_family = AF_UNSPEC;
+	if (c->access_control && ss.ss_family != AF_UNIX &&
+	    !util_is_loopback((struct sockaddr *)&ss)) {
+		snprintf(err, errlen, "the socket passed by systemd (%s) is "
+		    "not loopback or unix, so [listen] allow_uids/allow_gids "
+		    "cannot identify who connects", l->addr);
+		free(l);
+		return (NULL);
+	}
 	evutil_make_socket_nonblocking(fd);
 	evutil_make_socket_closeonexec(fd);
 	l->lev = evconnlistener_new(base, listener_accept_cb, l,
@@ -122,6 +155,128 @@ listener_adopt(struct event_base *base, const struct config *c,
 	return (l);
 }
 
+/*
+ * Remove a stale socket file at ${path}: only a socket nobody listens on.
+ * 0 if ${path} is free now, or -1 with a reason.
+ */
+static int
+listener_unix_stale(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un	 sun;
+	struct stat		 st;
+	int			 fd, rc;
+
+	if (lstat(path, &st) == -1) {
+		if (errno == ENOENT)
+			return (0);
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return (-1);
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "%s exists and is not a socket; not "
+		    "removing it", path);
+		return (-1);
+	}
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	memcpy(sun.sun_path, path, strlen(path));
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return (-1);
+	}
+	rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+	close(fd);
+	if (rc == 0) {
+		snprintf(err, errlen, "%s is in use: another process "
+		    "accepts connections on it", path);
+		return (-1);
+	}
+	if (errno != ECONNREFUSED) {
+		snprintf(err, errlen, "%s: cannot tell whether it is in use "
+		    "(%s); not removing it", path, strerror(errno));
+		return (-1);
+	}
+	if (unlink(path) == -1 && errno != ENOENT) {
+		snprintf(err, errlen, "cannot remove the stale socket %s: %s",
+		    path, strerror(errno));
+		return (-1);
+	}
+	log_info("removed the stale socket %s (nobody listened on it)",
+	    path);
+	return (0);
+}
+
+/*
+ * Bind and listen on [listen] address = unix:PATH.  The socket is created
+ * with mode 0600 and only then given unix_owner/unix_group and
+ * unix_mode, so nobody else can connect in between.
+ */
+static struct listener *
+listener_unix(struct event_base *base, const struct config *c,
+    struct session_ctx *sc, char *err, size_t errlen)
+{
+	struct listener		*l;
+	struct sockaddr_un	 sun;
+	struct stat		 st;
+	const char		*path = c->listen_unix;
+	mode_t			 old;
+	int			 fd, rc;
+
+	if (listener_unix_stale(path, err, errlen) == -1)
+		return (NULL);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return (NULL);
+	}
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	memcpy(sun.sun_path, path, strlen(path));
+	old = umask(0177);
+	rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	umask(old);
+	if (rc == -1) {
+		snprintf(err, errlen, "cannot listen on unix:%s: %s", path,
+		    strerror(errno));
+		close(fd);
+		return (NULL);
+	}
+	if ((c->unix_owner != (uid_t)-1 || c->unix_group != (gid_t)-1) &&
+	    chown(path, c->unix_owner, c->unix_group) == -1) {
+		snprintf(err, errlen, "unix:%s: cannot set [listen] "
+		    "unix_owner/unix_group: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (chmod(path, (mode_t)c->unix_mode) == -1 ||
+	    lstat(path, &st) == -1) {
+		snprintf(err, errlen, "unix:%s: cannot set [listen] unix_mode: "
+		    "%s", path, strerror(errno));
+		goto fail;
+	}
+	l = util_xcalloc(1, sizeof(*l));
+	l->sc = sc;
+	l->cfg = c;
+	l->unix_path = util_xstrdup(path);
+	l->unix_dev = st.st_dev;
+	l->unix_ino = st.st_ino;
+	snprintf(l->addr, sizeof(l->addr), "unix:%s", path);
+	l->lev = evconnlistener_new(base, listener_accept_cb, l,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 1024, fd);
+	if (l->lev == NULL) {
+		snprintf(err, errlen, "cannot listen on unix:%s", path);
+		free(l->unix_path);
+		free(l);
+		goto fail;
+	}
+	evconnlistener_set_error_cb(l->lev, listener_error_cb);
+	l->backoff = evtimer_new(base, listener_backoff_cb, l);
+	return (l);
+fail:
+	close(fd);
+	(void)unlink(path);
+	return (NULL);
+}
+
 struct listener *
 listener_new(struct event_base *base, const struct config *c,
     struct session_ctx *sc, struct upstream_node *target, char *err,
@@ -132,6 +287,10 @@ listener_new(struct event_base *base, const struct config *c,
 	char		 host[INET6_ADDRSTRLEN], port[8];
 	int		 rc, fd;
 
+	if (target == NULL && (fd = notify_listen_fd()) != -1)
+		return (listener_adopt(base, c, sc, fd, err, errlen));
+	if (target == NULL && c->listen_unix != NULL)
+		return (listener_unix(base, c, sc, err, errlen));
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
@@ -145,8 +304,6 @@ listener_new(struct event_base *base, const struct config *c,
 		    target->host);
 		return (NULL);
 	}
-	if (target == NULL && (fd = notify_listen_fd()) != -1)
-		return (listener_adopt(base, c, sc, fd, err, errlen));
 	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0) {
 		snprintf(err, errlen, "%s %s: %s", target == NULL ?
 		    "[listen] address" : "tunnel address", host,
@@ -176,11 +333,18 @@ listener_new(struct event_base *base, const struct config *c,
 void
 listener_free(struct listener *l)
 {
+	struct stat	 st;
+
 	if (l == NULL)
 		return;
 	if (l->backoff != NULL)
 		event_free(l->backoff);
 	evconnlistener_free(l->lev);
+	/* Remove our socket file, unless someone has replaced it. */
+	if (l->unix_path != NULL && lstat(l->unix_path, &st) == 0 &&
+	    st.st_dev == l->unix_dev && st.st_ino == l->unix_ino)
+		(void)unlink(l->unix_path);
+	free(l->unix_path);
 	free(l);
 }
 

@@ -26,9 +26,11 @@
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
+#include "peercred.h"
 #include "session.h"
 #include "tls.h"
 #include "upstream.h"
+#include "util.h"
 #include "watch.h"
 #include "worker.h"
 
@@ -233,6 +235,24 @@ load(struct daemon *d, const char *path, bool check)
 	return (0);
 }
 
+/* Apply [daemon] allow_core_dumps (they are off until a config says). */
+static void
+core_dumps(const struct config *c)
+{
+	char	 why[128];
+
+	if (!c->allow_core_dumps) {
+		if (util_core_dumps(false, why, sizeof(why)) == -1)
+			log_warn("cannot keep core dumps off: %s", why);
+		return;
+	}
+	if (util_core_dumps(true, why, sizeof(why)) == -1)
+		log_warn("[daemon] allow_core_dumps: %s", why);
+	else
+		log_warn("[daemon] allow_core_dumps = yes: a core dump holds "
+		    "the password and the private key");
+}
+
 /* Log which client certificate a configuration generation presents. */
 static void
 log_identity(const struct session_gen *g)
@@ -272,7 +292,15 @@ reload_restart_only(const struct config *old, const struct config *c)
 	bool	 same = old->ncontact_points == c->ncontact_points;
 	size_t	 i;
 
-	if (str_differs(old->listen_host, c->listen_host) ||
+	if (old->listen_unix != NULL) {
+		if (str_differs(old->listen_unix, c->listen_unix) ||
+		    old->unix_mode != c->unix_mode ||
+		    old->unix_owner != c->unix_owner ||
+		    old->unix_group != c->unix_group)
+			log_warn("reload: [listen] address/unix_mode/unix_owner/"
+			    "unix_group changed; restart cqltunnel to apply "
+			    "(still unix:%s)", old->listen_unix);
+	} else if (str_differs(old->listen_host, c->listen_host) ||
 	    old->listen_port != c->listen_port ||
 	    old->allow_remote != c->allow_remote)
 		log_warn("reload: [listen] address/allow_remote changed; "
@@ -336,6 +364,7 @@ reload(struct daemon *d)
 	if (cfg->verify == CONFIG_VERIFY_NONE)
 		log_warn("[tls] verify = none: node certificates are NOT "
 		    "verified");
+	core_dumps(cfg);
 	gen = session_gen_new(cfg, tls, auth_creds_new(cfg), ++d->generation);
 	session_ctx_set_gen(&d->sc, gen);
 	session_gen_unref(gen);
@@ -431,6 +460,7 @@ teardown(struct daemon *d)
 		session_gen_unref(d->sc.gen);
 	upstream_free(d->up);
 	session_gen_unref(d->boot);
+	peercred_close();
 	libevent_global_shutdown();
 }
 
@@ -480,8 +510,15 @@ main(int argc, char *argv[])
 	d.path = path;
 	log_init(LOG_LEVEL_INFO);
 	signal(SIGPIPE, SIG_IGN);
+	/* Before any secret is read; a config may turn them back on. */
+	if (util_core_dumps(false, err, sizeof(err)) == -1) {
+		log_error("cannot turn core dumps off: %s", err);
+		goto out;
+	}
 	if (load(&d, path, check) == -1)
 		goto out;
+	if (!check)
+		core_dumps(d.cfg);
 	log_set_level(d.cfg->log_level);
 	if (!check)
 		log_configure(d.cfg->log_format, d.cfg->log_target);
@@ -561,6 +598,10 @@ main(int argc, char *argv[])
 	    d.cfg->client_auth == CONFIG_CLIENT_AUTH_PASSTHROUGH ?
 	    "passed through from the app" : d.boot->creds->have_token ?
 	    "injected" : "not configured");
+	if (d.cfg->access_control)
+		log_info("[listen] allow_uids/allow_gids: %zu user(s) and %zu "
+		    "group(s) may connect; anyone else is refused",
+		    d.cfg->nallow_uids, d.cfg->nallow_gids);
 	log_identity(d.boot);
 	notify_watchdog_start(d.base);
 	snprintf(err, sizeof(err), "listening on %s",

@@ -110,6 +110,7 @@ static const char *const session_reason_names[SESSION_CLOSE_NREASONS] = {
 	[SESSION_CLOSE_DRAIN_TIMEOUT] = "drain timeout",
 	[SESSION_CLOSE_SHUTDOWN] = "shutdown",
 	[SESSION_CLOSE_INTERNAL] = "internal error",
+	[SESSION_CLOSE_DENIED] = "access denied",
 };
 
 static const char *const session_reason_labels[SESSION_CLOSE_NREASONS] = {
@@ -129,6 +130,7 @@ static const char *const session_reason_labels[SESSION_CLOSE_NREASONS] = {
 	[SESSION_CLOSE_DRAIN_TIMEOUT] = "drain_timeout",
 	[SESSION_CLOSE_SHUTDOWN] = "shutdown",
 	[SESSION_CLOSE_INTERNAL] = "internal_error",
+	[SESSION_CLOSE_DENIED] = "denied",
 };
 
 static void	session_connect(struct session *s);
@@ -385,6 +387,12 @@ session_close(struct session *s, enum session_close_reason reason)
 	uint64_t		 ms = util_now_ms() - s->started_ms;
 	uint8_t			 version;
 
+	if (s->node_fail_reason == SESSION_CLOSE_DENIED) {
+		/* However a refused app leaves, it was refused. */
+		reason = SESSION_CLOSE_DENIED;
+		session_detail(s, "%s", s->node_fail_msg +
+		    strlen("cqltunnel: "));
+	}
 	switch (reason) {
 	case SESSION_CLOSE_APP_EOF:
 	case SESSION_CLOSE_NODE_EOF:
@@ -501,20 +509,38 @@ session_to_app(void *arg, const uint8_t *p, size_t n)
 	session_app_write(s, p, n);
 }
 
-/* Sink: bytes for the node (held until the node is connected). */
+/* Wipe and free a handshake buffer once libevent has sent it. */
+static void
+session_wipe_cb(const void *data, size_t len, void *arg)
+{
+	(void)arg;
+	util_wipe((void *)(uintptr_t)data, len);
+	free((void *)(uintptr_t)data);
+}
+
+/*
+ * Sink: bytes for the node (held until the node is connected).  They may
+ * be our AUTH_RESPONSE, so they are queued by reference from a copy that
+ * is wiped once sent, never left in freed evbuffer memory.
+ */
 static void
 session_to_node(void *arg, const uint8_t *p, size_t n)
 {
 	struct session	*s = arg;
+	struct evbuffer	*out;
+	uint8_t		*copy;
 
-	if (s->node_failed)
+	if (s->node_failed || n == 0)
 		return;
-	if (s->io)
-		evbuffer_add(s->node.c.out, p, n);
-	else if (s->node.bev != NULL)
-		bufferevent_write(s->node.bev, p, n);
-	else
-		evbuffer_add(s->pending, p, n);
+	out = s->io ? s->node.c.out : s->node.bev != NULL ?
+	    bufferevent_get_output(s->node.bev) : s->pending;
+	if ((copy = malloc(n)) == NULL) {
+		evbuffer_add(out, p, n);
+		return;
+	}
+	memcpy(copy, p, n);
+	if (evbuffer_add_reference(out, copy, n, session_wipe_cb, NULL) == -1)
+		session_wipe_cb(copy, n, NULL);
 }
 
 /*
@@ -976,14 +1002,19 @@ session_node_writecb(struct bufferevent *bev, void *arg)
 	session_drained(s, &s->node, &s->app);
 }
 
-/* Latest OpenSSL error recorded on ${bev}, or 0. */
+/*
+ * Latest OpenSSL error recorded on ${bev}, or 0.  One from a library
+ * wins over libevent's bare SSL_get_error() code (library 0).
+ */
 static unsigned long
 session_ssl_error(struct bufferevent *bev)
 {
 	unsigned long	 e, last = 0;
 
-	while ((e = bufferevent_get_openssl_error(bev)) != 0)
-		last = e;
+	while ((e = bufferevent_get_openssl_error(bev)) != 0) {
+		if (ERR_GET_LIB(e) != 0 || ERR_GET_LIB(last) == 0)
+			last = e;
+	}
 	return (last);
 }
 
@@ -1233,33 +1264,19 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 	session_close(s, SESSION_CLOSE_HANDSHAKE_TIMEOUT);
 }
 
-void
-session_start(struct session_ctx *sc, evutil_socket_t fd,
-    const struct sockaddr *sa, int salen, struct upstream_node *target)
-{
-	atomic_fetch_add_explicit(sc->live, 1, memory_order_relaxed);
-	if (sc->dispatch != NULL) {
-		sc->dispatch(sc->dispatch_arg, fd, sa, salen, target,
-		    session_gen_ref(sc->gen));
-		return;
-	}
-	session_adopt(sc, fd, sa, salen, target, NULL);
-}
-
-void
-session_adopt(struct session_ctx *sc, evutil_socket_t fd,
-    const struct sockaddr *sa, int salen, struct upstream_node *target,
-    struct session_gen *gen)
+/*
+ * Set up a session for app socket ${fd}, already counted in sc->live;
+ * refused if ${deny} is set.
+ */
+static void
+session_begin(struct session_ctx *sc, evutil_socket_t fd,
+    const struct sockaddr *sa, struct upstream_node *target,
+    const char *deny)
 {
 	static atomic_ullong	 next_id;
 	struct session		*s;
 	int			 one = 1;
 
-	(void)salen;
-	if (gen != NULL) {
-		session_ctx_set_gen(sc, gen);
-		session_gen_unref(gen);
-	}
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		log_error("cannot accept a connection: out of memory");
 		evutil_closesocket(fd);
@@ -1302,5 +1319,50 @@ session_adopt(struct session_ctx *sc, evutil_socket_t fd,
 	    s->gen->cfg->handshake_timeout_ms);
 	log_debug("session %llu: accepted from %s", (unsigned long long)s->id,
 	    s->app_addr);
+	if (deny != NULL) {
+		/* As a failed node: the app's first request gets the ERROR. */
+		s->node_failed = true;
+		s->node_fail_reason = SESSION_CLOSE_DENIED;
+		snprintf(s->node_fail_msg, sizeof(s->node_fail_msg),
+		    "cqltunnel: %s", deny);
+		session_timer_set(s, SESSION_REFUSE_MS);
+		return;
+	}
 	session_connect(s);
+}
+
+void
+session_start(struct session_ctx *sc, evutil_socket_t fd,
+    const struct sockaddr *sa, int salen, struct upstream_node *target)
+{
+	atomic_fetch_add_explicit(sc->live, 1, memory_order_relaxed);
+	if (sc->dispatch != NULL) {
+		sc->dispatch(sc->dispatch_arg, fd, sa, salen, target,
+		    session_gen_ref(sc->gen));
+		return;
+	}
+	session_begin(sc, fd, sa, target, NULL);
+}
+
+void
+session_adopt(struct session_ctx *sc, evutil_socket_t fd,
+    const struct sockaddr *sa, int salen, struct upstream_node *target,
+    struct session_gen *gen)
+{
+	(void)salen;
+	if (gen != NULL) {
+		session_ctx_set_gen(sc, gen);
+		session_gen_unref(gen);
+	}
+	session_begin(sc, fd, sa, target, NULL);
+}
+
+/* Refused apps are answered on the loop that accepted them. */
+void
+session_refuse(struct session_ctx *sc, evutil_socket_t fd,
+    const struct sockaddr *sa, int salen, const char *why)
+{
+	(void)salen;
+	atomic_fetch_add_explicit(sc->live, 1, memory_order_relaxed);
+	session_begin(sc, fd, sa, NULL, why);
 }

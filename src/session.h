@@ -50,6 +50,7 @@ enum session_close_reason {
 	SESSION_CLOSE_DRAIN_TIMEOUT,
 	SESSION_CLOSE_SHUTDOWN,
 	SESSION_CLOSE_INTERNAL,
+	SESSION_CLOSE_DENIED,		/* [listen] allow_uids/allow_gids */
 	SESSION_CLOSE_NREASONS
 };
 
@@ -170,6 +171,17 @@ void	session_ctx_totals(const struct session_ctx *sc,
 /* session_totals_add(sum, t): add ${t} into ${sum}. */
 void	session_totals_add(struct session_totals *sum,
 	    const struct session_totals *t);
+
+/*
+ * session_refuse(sc, fd, sa, salen, why):
+ * Take over the accepted app socket ${fd} of a refused app without going
+ * near a node: answer its first request with a CQL ERROR saying ${why}
+ * (waiting at most SESSION_REFUSE_MS for it), then close as
+ * SESSION_CLOSE_DENIED.
+ */
+#define SESSION_REFUSE_MS	1000
+void	session_refuse(struct session_ctx *sc, evutil_socket_t fd,
+	    const struct sockaddr *sa, int salen, const char *why);
 
 /* session_close(s, reason): the one way a session ends. */
 void	session_close(struct session *s, enum session_close_reason reason);

@@ -194,6 +194,41 @@ tls_errstr(char *buf, size_t len)
 	return (buf);
 }
 
+/* Largest key file read (a PEM key with its chain is a few kilobytes). */
+#define TLS_KEY_FILE_MAX	(1024 * 1024)
+
+/*
+ * Load the PEM private key of ${c}'s key_file into ${ctx}; 0 or -1 with
+ * the OpenSSL errors queued or a reason in ${why}.  The file is read
+ * into a buffer that is wiped afterwards (BIO_new_file()'s stdio buffer
+ * would keep an unencrypted key's text in freed memory).
+ */
+static int
+tls_use_key(SSL_CTX *ctx, const struct config *c, struct tls_pass *pass,
+    char *why, size_t whylen)
+{
+	EVP_PKEY	*pkey = NULL;
+	BIO		*bio;
+	char		*buf;
+	size_t		 len;
+	int		 rc = -1;
+
+	if (util_read_key_file(c->key_file, &buf, &len, TLS_KEY_FILE_MAX, why,
+	    whylen) == -1)
+		return (-1);
+	why[0] = '\0';
+	if ((bio = BIO_new_mem_buf(buf, (int)len)) != NULL) {
+		pkey = PEM_read_bio_PrivateKey(bio, NULL, tls_pass_cb, pass);
+		BIO_free(bio);
+	}
+	util_wipe(buf, len);
+	free(buf);
+	if (pkey != NULL && SSL_CTX_use_PrivateKey(ctx, pkey) == 1)
+		rc = 0;
+	EVP_PKEY_free(pkey);
+	return (rc);
+}
+
 /* Load the client certificate chain and key; 0 or -1 with errs added. */
 static int
 tls_load_identity(SSL_CTX *ctx, const struct config *c,
@@ -219,10 +254,13 @@ tls_load_identity(SSL_CTX *ctx, const struct config *c,
 		    sizeof(where)), c->key_password_file, why);
 		return (-1);
 	}
-	SSL_CTX_set_default_passwd_cb(ctx, tls_pass_cb);
-	SSL_CTX_set_default_passwd_cb_userdata(ctx, &pass);
-	if (SSL_CTX_use_PrivateKey_file(ctx, c->key_file, SSL_FILETYPE_PEM)
-	    != 1) {
+	if (tls_use_key(ctx, c, &pass, why, sizeof(why)) == -1) {
+		if (why[0] != '\0') {
+			config_errors_add(errs, "%s: cannot load private key "
+			    "%s: %s", config_where(c, "tls", "key_file", where,
+			    sizeof(where)), c->key_file, why);
+			goto out;
+		}
 		tls_errstr(e, sizeof(e));
 		if (strstr(e, "key values mismatch") != NULL) {
 			config_errors_add(errs, "%s: private key %s does not "
@@ -250,8 +288,6 @@ tls_load_identity(SSL_CTX *ctx, const struct config *c,
 	}
 	rc = 0;
 out:
-	SSL_CTX_set_default_passwd_cb(ctx, NULL);
-	SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
 	if (pass.pw != NULL) {
 		util_wipe(pass.pw, pass.len);
 		free(pass.pw);

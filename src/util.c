@@ -3,8 +3,11 @@
  * address formatting, monotonic time, allocation that cannot fail and the
  * reading and wiping of secrets.
  */
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/un.h>
 
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -323,6 +326,7 @@ util_sockaddr_str(const struct sockaddr *sa, char *buf, size_t len)
 {
 	const struct sockaddr_in	*sin;
 	const struct sockaddr_in6	*sin6;
+	const struct sockaddr_un	*sun;
 	char				 a[INET6_ADDRSTRLEN];
 
 	if (len == 0)
@@ -349,6 +353,14 @@ util_sockaddr_str(const struct sockaddr *sa, char *buf, size_t len)
 		else
 			snprintf(buf, len, "[%s]:%u", a,
 			    (unsigned)ntohs(sin6->sin6_port));
+		return (buf);
+	case AF_UNIX:
+		sun = (const struct sockaddr_un *)(const void *)sa;
+		if (sun->sun_path[0] == '\0')
+			snprintf(buf, len, "unix");
+		else
+			snprintf(buf, len, "unix:%.*s",
+			    (int)sizeof(sun->sun_path), sun->sun_path);
 		return (buf);
 	default:
 		break;
@@ -427,6 +439,39 @@ util_xstrdup(const char *s)
 	if ((p = strdup(s)) == NULL)
 		util_alloc_fail("strdup", strlen(s) + 1);
 	return (p);
+}
+
+/* Turn core dumps (and ptrace by other processes of our uid) off or on. */
+int
+util_core_dumps(bool allow, char *why, size_t whylen)
+{
+	static struct rlimit	 saved;
+	static bool		 have_saved;
+	struct rlimit		 rl;
+
+	if (!have_saved) {
+		if (getrlimit(RLIMIT_CORE, &saved) == -1) {
+			snprintf(why, whylen, "getrlimit(RLIMIT_CORE): %s",
+			    strerror(errno));
+			return (-1);
+		}
+		have_saved = true;
+	}
+	/* Only the soft limit: lowering the hard one could not be undone. */
+	rl = saved;
+	if (!allow)
+		rl.rlim_cur = 0;
+	if (setrlimit(RLIMIT_CORE, &rl) == -1) {
+		snprintf(why, whylen, "setrlimit(RLIMIT_CORE): %s",
+		    strerror(errno));
+		return (-1);
+	}
+	if (prctl(PR_SET_DUMPABLE, allow ? 1 : 0, 0, 0, 0) == -1) {
+		snprintf(why, whylen, "prctl(PR_SET_DUMPABLE): %s",
+		    strerror(errno));
+		return (-1);
+	}
+	return (0);
 }
 
 /* Zero memory in a way the compiler may not optimize away. */
@@ -539,4 +584,58 @@ util_event_base(void)
 	base = event_base_new_with_config(ec);
 	event_config_free(ec);
 	return (base);
+}
+
+/* Read key material from a regular file without stdio buffering. */
+int
+util_read_key_file(const char *path, char **out, size_t *outlen,
+    size_t maxlen, char *why, size_t whylen)
+{
+	struct stat	 st;
+	char		*buf;
+	size_t		 len = 0;
+	ssize_t		 n;
+	int		 fd;
+
+	fd = open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	if (fd == -1) {
+		snprintf(why, whylen, "%s", strerror(errno));
+		return (-1);
+	}
+	if (fstat(fd, &st) == -1) {
+		snprintf(why, whylen, "%s", strerror(errno));
+		close(fd);
+		return (-1);
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(why, whylen, "not a regular file");
+		close(fd);
+		return (-1);
+	}
+	buf = util_xmalloc(maxlen + 1);
+	while (len <= maxlen) {
+		n = read(fd, buf + len, maxlen + 1 - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			snprintf(why, whylen, "%s", strerror(errno));
+			goto err;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	if (len > maxlen) {
+		snprintf(why, whylen, "longer than %zu bytes", maxlen);
+		goto err;
+	}
+	close(fd);
+	*out = buf;
+	*outlen = len;
+	return (0);
+err:
+	util_wipe(buf, maxlen + 1);
+	free(buf);
+	close(fd);
+	return (-1);
 }

@@ -52,7 +52,11 @@ bool	util_is_ip_literal(const char *s);
 /* util_is_loopback(sa): 127/8 or ::1 (or v4-mapped 127/8). */
 bool	util_is_loopback(const struct sockaddr *sa);
 
-/* util_sockaddr_str(sa, buf, len): "1.2.3.4:9042" / "[::1]:9042". */
+/*
+ * util_sockaddr_str(sa, buf, len): "1.2.3.4:9042" / "[::1]:9042" /
+ * "unix:/path" ("unix" for an unnamed socket; its sun_path must be
+ * zero-filled).
+ */
 const char *util_sockaddr_str(const struct sockaddr *sa, char *buf,
 	    size_t len);
 
@@ -77,6 +81,15 @@ void	*util_xcalloc(size_t n, size_t size);
 void	*util_xrealloc(void *p, size_t n);
 char	*util_xstrdup(const char *s);
 
+/*
+ * util_core_dumps(allow, why, whylen): with ${allow} false, set the soft
+ * RLIMIT_CORE to 0 and make the process non-dumpable (no core file, no
+ * ptrace or /proc/PID/mem by unprivileged processes of the same uid);
+ * with ${allow} true, restore the limit found at the first call and make
+ * it dumpable again.  0, or -1 with a reason in ${why}.
+ */
+int	util_core_dumps(bool allow, char *why, size_t whylen);
+
 /* util_wipe(p, n): clear memory in a way the compiler cannot elide. */
 void	util_wipe(void *p, size_t n);
 
@@ -88,6 +101,16 @@ void	util_wipe(void *p, size_t n);
  * reason in ${why} (static or errno text).  The read buffer is wiped.
  */
 int	util_read_secret_file(const char *path, char **out, size_t *outlen,
+	    size_t maxlen, char *why, size_t whylen);
+
+/*
+ * util_read_key_file(path, out, outlen, maxlen, why, whylen):
+ * Read a whole regular file of key material (at most ${maxlen} bytes)
+ * with read(2) into one malloc'd buffer, so that no stdio buffer keeps a
+ * copy.  Returns 0 with the buffer in *out (the caller wipes and frees
+ * it), or -1 with a reason in ${why}.
+ */
+int	util_read_key_file(const char *path, char **out, size_t *outlen,
 	    size_t maxlen, char *why, size_t whylen);
 
 #endif /* !UTIL_H */

@@ -53,6 +53,8 @@ class Tunnel:
         self.ini = os.path.join(workdir, name + ".ini")
         self.log_path = os.path.join(workdir, name + ".log")
         self.proc = None
+        # Command words before the binary (e.g. unshare ... sh -c ...).
+        self.prefix = []
 
     def check(self):
         """Run `cqltunnel -t` on this config; returns (rc, output)."""
@@ -65,7 +67,7 @@ class Tunnel:
     def start(self, timeout=10):
         write_ini(self.ini, self.sections)
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([binary(), "-c", self.ini],
+        self.proc = subprocess.Popen(self.prefix + [binary(), "-c", self.ini],
                                      stdout=self._log, stderr=self._log)
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -217,6 +217,215 @@ START_TEST(test_defaults)
 }
 END_TEST
 
+/*
+ * The secure defaults, one by one: loopback only, no access list (so no
+ * per-accept lookup), no unix socket, full verification with no way
+ * around it unless acknowledged, TLS 1.2 at least, only the named CA
+ * file (no system store), no core dumps.
+ */
+START_TEST(test_secure_defaults)
+{
+	struct config	*c = load_good(DATA("good-minimal.ini"));
+
+	ck_assert_str_eq(c->listen_host, "127.0.0.1");
+	ck_assert(!c->allow_remote);
+	ck_assert_ptr_null(c->listen_unix);
+	ck_assert(!c->access_control);
+	ck_assert_uint_eq(c->nallow_uids, 0);
+	ck_assert_uint_eq(c->nallow_gids, 0);
+	ck_assert_uint_eq(c->unix_mode, 0660);
+	ck_assert_uint_eq(c->unix_owner, (uid_t)-1);
+	ck_assert_uint_eq(c->unix_group, (gid_t)-1);
+	ck_assert_int_eq(c->verify, CONFIG_VERIFY_FULL);
+	ck_assert(!c->insecure_skip_verify);
+	ck_assert_int_eq(c->min_version, CONFIG_TLS_1_2);
+	ck_assert(!c->ca_system);
+	ck_assert_ptr_nonnull(c->ca_file);
+	ck_assert(!c->allow_core_dumps);
+	config_free(c);
+
+	/* The system store only when asked for by name. */
+	c = load_good(puts_file("t.ini", "[cluster]\ncontact_points = a\n"
+	    "[tls]\nca_file = system\n", 0644));
+	ck_assert(c->ca_system);
+	ck_assert_ptr_null(c->ca_file);
+	config_free(c);
+
+	/* There is no TLS below 1.2 to ask for. */
+	c = load_with("[tls]\nmin_version = TLSv1.1\n");
+	ck_assert_ptr_null(c);
+	want("t.ini:6: [tls] min_version: invalid value \"TLSv1.1\" "
+	    "(expected TLSv1.2 or TLSv1.3)");
+	config_errors_free(&errs);
+
+	/* A non-loopback address needs allow_remote. */
+	c = load_with("[listen]\naddress = 0.0.0.0:9042\n");
+	ck_assert_ptr_null(c);
+	want("is not a loopback address");
+}
+END_TEST
+
+/* verify = none is refused unless insecure_skip_verify acknowledges it. */
+START_TEST(test_verify_none_acknowledged)
+{
+	struct config	*c;
+
+	c = load_with("[tls]\nverify = none\n");
+	ck_assert_ptr_null(c);
+	want_n(1);
+	want("t.ini:6: [tls] verify: \"none\" turns off verification of the "
+	    "node's certificate");
+	want("also set insecure_skip_verify = yes");
+	config_errors_free(&errs);
+
+	c = load_with("[tls]\nverify = none\ninsecure_skip_verify = yes\n");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->verify, CONFIG_VERIFY_NONE);
+	ck_assert(c->insecure_skip_verify);
+	config_free(c);
+
+	c = load_with("[tls]\nverify = chain\ninsecure_skip_verify = yes\n");
+	ck_assert_ptr_null(c);
+	want("t.ini:7: [tls] insecure_skip_verify: only acknowledges verify "
+	    "= none");
+}
+END_TEST
+
+START_TEST(test_allow_ids)
+{
+	struct config	*c;
+
+	/* Names are resolved at load; numbers are taken as they are. */
+	c = load_with("[listen]\nallow_uids = root, 1000 ,4242\n"
+	    "allow_uids = 7\nallow_gids = root,55\n");
+	if (c == NULL)
+		dump();
+	ck_assert_ptr_nonnull(c);
+	ck_assert(c->access_control);
+	ck_assert_uint_eq(c->nallow_uids, 4);
+	ck_assert_uint_eq(c->allow_uids[0], 0);
+	ck_assert_uint_eq(c->allow_uids[1], 1000);
+	ck_assert_uint_eq(c->allow_uids[2], 4242);
+	ck_assert_uint_eq(c->allow_uids[3], 7);
+	ck_assert_uint_eq(c->nallow_gids, 2);
+	ck_assert_uint_eq(c->allow_gids[0], 0);
+	ck_assert_uint_eq(c->allow_gids[1], 55);
+	config_free(c);
+
+	/* Groups alone turn access control on. */
+	c = load_with("[listen]\nallow_gids = 0\n");
+	ck_assert_ptr_nonnull(c);
+	ck_assert(c->access_control);
+	ck_assert_uint_eq(c->nallow_uids, 0);
+	config_free(c);
+
+	c = load_with("[listen]\nallow_uids = no-such-user-xyz, 4294967295, "
+	    ",\nallow_gids = no-such-group-xyz\n");
+	ck_assert_ptr_null(c);
+	want("t.ini:6: [listen] allow_uids: \"no-such-user-xyz\": no such "
+	    "user");
+	want("t.ini:6: [listen] allow_uids: \"4294967295\": not a valid "
+	    "user id");
+	want("t.ini:6: [listen] allow_uids: empty entry in the list");
+	want("t.ini:7: [listen] allow_gids: \"no-such-group-xyz\": no such "
+	    "group");
+	want_n(5);	/* two empty entries */
+	config_errors_free(&errs);
+
+	/* Identifying owners needs loopback. */
+	c = load_with("[listen]\naddress = [::]:9042\nallow_remote = yes\n"
+	    "allow_uids = 0\n");
+	ck_assert_ptr_null(c);
+	want("t.ini:8: [listen] allow_uids: needs a loopback or unix: "
+	    "[listen] address: the owner of a connection from another host "
+	    "cannot be known (:: is not loopback)");
+	want_n(1);
+	config_errors_free(&errs);
+
+	c = load_with("[listen]\naddress = [::1]:9042\nallow_gids = 0\n");
+	ck_assert_ptr_nonnull(c);
+	config_free(c);
+}
+END_TEST
+
+START_TEST(test_unix_listen)
+{
+	struct config	*c;
+	char		 want_path[300];
+
+	c = load_with("[listen]\naddress = unix:/run/cqltunnel/cql.sock\n"
+	    "unix_mode = 0600\nunix_owner = root\nunix_group = 0\n"
+	    "allow_uids = 0\n[cluster]\ntopology = pin\n");
+	if (c == NULL)
+		dump();
+	ck_assert_ptr_nonnull(c);
+	ck_assert_ptr_null(c->listen_host);
+	ck_assert_str_eq(c->listen_unix, "/run/cqltunnel/cql.sock");
+	ck_assert_uint_eq(c->unix_mode, 0600);
+	ck_assert_uint_eq(c->unix_owner, 0);
+	ck_assert_uint_eq(c->unix_group, 0);
+	ck_assert(c->access_control);
+	config_free(c);
+
+	/* Relative to the config's directory; octal without the 0. */
+	c = load_with("[listen]\naddress = unix:cql.sock\nunix_mode = 666\n"
+	    "[cluster]\ntopology = pin\n");
+	ck_assert_ptr_nonnull(c);
+	snprintf(want_path, sizeof(want_path), "%s/cql.sock", tmpdir);
+	ck_assert_str_eq(c->listen_unix, want_path);
+	ck_assert_uint_eq(c->unix_mode, 0666);
+	config_free(c);
+
+	/* Translate mode needs TCP addresses. */
+	c = load_with("[listen]\naddress = unix:/run/x.sock\n");
+	ck_assert_ptr_null(c);
+	want("t.ini:6: [listen] address: a unix: address needs [cluster] "
+	    "topology = pin");
+	want_n(1);
+	config_errors_free(&errs);
+
+	c = load_with("[listen]\naddress = unix:\nunix_mode = 0778\n"
+	    "unix_group = no-such-group-xyz\n[cluster]\ntopology = pin\n");
+	ck_assert_ptr_null(c);
+	want("t.ini:6: [listen] address: unix: needs a socket path");
+	want("t.ini:7: [listen] unix_mode: invalid mode \"0778\"");
+	want("t.ini:8: [listen] unix_group: \"no-such-group-xyz\": no such "
+	    "group");
+	config_errors_free(&errs);
+
+	c = load_with("[listen]\naddress = unix:/aaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	    "aaaaaaaaaaaaaaaaaaaaa.sock\n[cluster]\ntopology = pin\n");
+	ck_assert_ptr_null(c);
+	want("longer than 107 bytes");
+	config_errors_free(&errs);
+
+	/* unix_* keys without a unix: address, allow_remote with one. */
+	c = load_with("[listen]\nunix_mode = 0600\n");
+	ck_assert_ptr_null(c);
+	want("t.ini:6: [listen] unix_mode: applies to a unix: address only");
+	config_errors_free(&errs);
+	c = load_with("[listen]\naddress = unix:/x.sock\nallow_remote = yes\n"
+	    "[cluster]\ntopology = pin\n");
+	ck_assert_ptr_null(c);
+	want("t.ini:7: [listen] allow_remote: applies to TCP addresses only");
+}
+END_TEST
+
+START_TEST(test_core_dumps_key)
+{
+	struct config	*c;
+
+	c = load_with("[daemon]\nallow_core_dumps = yes\n");
+	ck_assert_ptr_nonnull(c);
+	ck_assert(c->allow_core_dumps);
+	config_free(c);
+	c = load_with("[daemon]\nallow_core_dumps = maybe\n");
+	ck_assert_ptr_null(c);
+	want("t.ini:6: [daemon] allow_core_dumps: invalid value \"maybe\"");
+}
+END_TEST
+
 START_TEST(test_full)
 {
 	struct config	*c = load_good(DATA("good-full.ini"));
@@ -322,7 +531,8 @@ START_TEST(test_unknown)
 	want("bad-unknown.ini:2: address: key is outside any section (put "
 	    "it under [listen])");
 	want("bad-unknown.ini:4: [listen] adress: unknown key (expected one "
-	    "of: address, allow_remote, max_connections, workers, "
+	    "of: address, allow_remote, allow_uids, allow_gids, unix_mode, "
+	    "unix_owner, unix_group, max_connections, workers, "
 	    "drain_timeout, max_frame_size)");
 	want("bad-unknown.ini:7: [tsl]: unknown section");
 	want("bad-unknown.ini:11: [tls] username: unknown key in this section "
@@ -604,7 +814,9 @@ START_TEST(test_limits)
 		{ "[cluster]\ncontact_points = a,", false },
 		{ "[cluster]\ncontact_points = [fe80::1%eth0]", false },
 		{ "[cluster]\ncontact_points = a b", false },
-		{ "[tls]\nverify = none", true },
+		{ "[tls]\nverify = none", false },
+		{ "[tls]\nverify = none\ninsecure_skip_verify = yes", true },
+		{ "[tls]\ninsecure_skip_verify = yes", false },
 		{ "[tls]\nmin_version = 1.2", true },
 		{ "[log]\nlevel = warning", true },
 		{ "[log]\nlevel = warn # no such comment", false },
@@ -773,7 +985,8 @@ START_TEST(test_crlf_bom)
 	config_free(c);
 
 	/* No newline at the end of the last line. */
-	c = load_good(puts_file("t.ini", BASE "verify = none", 0644));
+	c = load_good(puts_file("t.ini", BASE "insecure_skip_verify = yes\n"
+	    "verify = none", 0644));
 	ck_assert_int_eq(c->verify, CONFIG_VERIFY_NONE);
 	config_free(c);
 }
@@ -866,7 +1079,7 @@ START_TEST(test_inline_comments)
 	struct config	*c;
 
 	c = load_with("[tls]\nverify = none ; only for the lab\n"
-	    "server_name = a;b\n");
+	    "server_name = a;b\ninsecure_skip_verify = yes\n");
 	ck_assert_ptr_nonnull(c);
 	ck_assert_int_eq(c->verify, CONFIG_VERIFY_NONE);
 	ck_assert_str_eq(c->server_name, "a;b");
@@ -1038,7 +1251,9 @@ START_TEST(test_shipped_example)
 		"key_password_file", "verify", "server_name", "min_version",
 		"ciphers", "ciphersuites", "crl_file", "watch", "username",
 		"password_file", "authzid", "client_auth", "level", "format",
-		"target",
+		"target", "allow_uids", "allow_gids", "unix_mode",
+		"unix_owner", "unix_group", "insecure_skip_verify",
+		"allow_core_dumps",
 	};
 	struct config	*c;
 	char		*text, want_path[300], line[64];
@@ -1081,6 +1296,11 @@ config_suite(void)
 	tc = tcase_create("load");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_secure_defaults);
+	tcase_add_test(tc, test_allow_ids);
+	tcase_add_test(tc, test_unix_listen);
+	tcase_add_test(tc, test_core_dumps_key);
+	tcase_add_test(tc, test_verify_none_acknowledged);
 	tcase_add_test(tc, test_full);
 	tcase_add_test(tc, test_where);
 	tcase_add_test(tc, test_remote_allowed);

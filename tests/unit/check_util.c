@@ -375,7 +375,10 @@ START_TEST(test_sockaddr_str)
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	ck_assert_str_eq(util_sockaddr_str((struct sockaddr *)&sun, buf,
-	    sizeof(buf)), "?");
+	    sizeof(buf)), "unix");
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "/run/x.sock");
+	ck_assert_str_eq(util_sockaddr_str((struct sockaddr *)&sun, buf,
+	    sizeof(buf)), "unix:/run/x.sock");
 	ck_assert_str_eq(util_sockaddr_str(NULL, buf, sizeof(buf)), "?");
 	ck_assert_ptr_eq(util_sockaddr_str(NULL, buf, 0), buf);
 }
