@@ -97,15 +97,20 @@ bench_stub() {
 }
 
 # bench_tunnel PKI STUBPORT: start cqltunnel (pinned to the stub node);
-# sets TUNNEL_PORT and TUNNEL_PID.
+# sets TUNNEL_PORT and TUNNEL_PID.  Optional: TUNNEL_TOPOLOGY (pin),
+# TUNNEL_LOG_LEVEL (warn), TUNNEL_NAME (file names in WORK, default
+# cqltunnel, for a second instance), TUNNEL_LISTEN_EXTRA (lines added to
+# [listen], e.g. "max_connections = 20000").
 bench_tunnel() {
-	local pki=$1 sport=$2 ini=$WORK/cqltunnel.ini
+	local pki=$1 sport=$2 name=${TUNNEL_NAME:-cqltunnel}
+	local ini=$WORK/$name.ini
 	TUNNEL_PORT=$(bench_free_port)
 	printf 'cassandra' >"$WORK/password"
 	chmod 600 "$WORK/password"
 	cat >"$ini" <<EOT
 [listen]
 address = 127.0.0.1:$TUNNEL_PORT
+${TUNNEL_LISTEN_EXTRA:-}
 
 [cluster]
 contact_points = 127.0.0.1:$sport
@@ -123,11 +128,11 @@ password_file = $WORK/password
 [log]
 level = ${TUNNEL_LOG_LEVEL:-warn}
 EOT
-	"$BUILD/cqltunnel" -c "$ini" 2>"$WORK/cqltunnel.err" &
+	"$BUILD/cqltunnel" -c "$ini" 2>"$WORK/$name.err" &
 	TUNNEL_PID=$!
 	PIDS+=("$TUNNEL_PID")
 	if ! bench_wait_port "$TUNNEL_PORT"; then
-		cat "$WORK/cqltunnel.err" >&2
+		cat "$WORK/$name.err" >&2
 		return 1
 	fi
 }
