@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by bench/smoke and bench/prelim (sourced, not run).  Needs: BUILD
 # (the meson build directory) and WORK (a scratch directory); every
 # process started is recorded in PIDS and stopped by bench_cleanup.
@@ -65,8 +66,7 @@ bench_free_port() {
 
 # bench_wait_port PORT: wait up to 10 s for a listener.
 bench_wait_port() {
-	local i
-	for i in $(seq 100); do
+	for _ in $(seq 100); do
 		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
 			return 0
 		fi
