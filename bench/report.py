@@ -21,6 +21,9 @@ UPSTREAM = {
     "haproxy": "mTLS (client does auth)",
     "cql-proxy": "**plaintext** (no backend TLS; own auth)",
 }
+COLOR = {"direct": "tab:blue", "cqltunnel": "tab:orange",
+         "stunnel": "tab:green", "haproxy": "tab:red",
+         "cql-proxy": "tab:purple"}
 CELLS = ["c1", "c32", "pipe", "bulk", "sessions"]
 CELL_NAME = {"c1": "C=1 D=1", "c32": "C=32 D=1", "pipe": "C=8 D=32",
              "bulk": "bulk 1 MiB, C=4 D=2", "sessions": "sessions C=4"}
@@ -243,7 +246,7 @@ def plot(out, summary, paths):
             vals = [get(summary, cell, p, m) or 0 for m in pcts]
             xs = [i + (k - (len(paths) - 1) / 2) * width
                   for i in range(len(pcts))]
-            ax.bar(xs, vals, width, label=p)
+            ax.bar(xs, vals, width, label=p, color=COLOR.get(p))
         ax.set_xticks(range(len(pcts)))
         ax.set_xticklabels(labels)
         ax.set_yscale("log")
@@ -260,12 +263,13 @@ def plot(out, summary, paths):
                 or 0 for c, m, _ in figs]
         xs = [i + (k - (len(others) - 1) / 2) * width
               for i in range(len(figs))]
-        ax.bar(xs, vals, width, label=p)
+        ax.bar(xs, vals, width, label=p, color=COLOR.get(p))
     ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")
     ax.set_xticks(range(len(figs)))
     ax.set_xticklabels([t for _, _, t in figs], rotation=25, ha="right",
                        fontsize=8)
-    ax.set_ylabel("÷ direct TLS (median)")
+    ax.set_ylabel("÷ direct TLS (median, log)")
     ax.set_title("throughput against direct TLS")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
