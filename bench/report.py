@@ -231,6 +231,9 @@ def markdown(summary, idle, loads, paths, notes, env):
 
 
 def plot(out, summary, paths):
+    if not any(get(summary, c, p, "rate") for c in ("c1", "c32")
+               for p in paths):
+        return False
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -305,7 +308,8 @@ def main():
     if plot(out, summary, paths):
         print(f"plot: {os.path.join(out, 'plot.png')}")
     else:
-        print("plot: skipped (no matplotlib; run bench/setup)")
+        print("plot: skipped (no C=1/C=32 results, or no matplotlib: "
+              "bench/setup)")
     return 0
 
 
