@@ -198,6 +198,8 @@ def markdown(summary, idle, loads, paths, notes, env):
                      f"{i.get('threads', '–')} |")
         L.append("")
 
+    if not summary:
+        return "\n".join(L)
     L.append("### Runs and spread (max ÷ min of the rate over the rounds)")
     L.append("")
     L.append("| path | " + " | ".join(CELL_NAME[c] for c in CELLS
