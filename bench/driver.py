@@ -166,7 +166,16 @@ def run_all(a, base, pki, out):
             # info: Tunnel.start() waits for the "listening on" line.
             "log": {"level": "info"},
         }
-        with Tunnel(base, sections, name="cqltunnel") as t:
+        t = Tunnel(base, sections, name="cqltunnel")
+        try:
+            t.start()
+        except Exception:
+            # Tunnel.start() leaves a process that did not come up running.
+            if t.proc is not None and t.proc.poll() is None:
+                t.proc.kill()
+                t.proc.wait()
+            raise
+        try:
             tunnel = Cluster([t.host], port=t.port, connect_timeout=10,
                              compression=False, protocol_version=a.protocol)
             ts = tunnel.connect()
@@ -203,6 +212,8 @@ def run_all(a, base, pki, out):
                                              res["errors"]),
                               file=sys.stderr)
             tunnel.shutdown()
+        finally:
+            t.stop()
         direct.shutdown()
     return runs
 
