@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by bench/smoke and bench/prelim (sourced, not run).  Needs: BUILD
 # (the meson build directory) and WORK (a scratch directory); every
 # process started is recorded in PIDS and stopped by bench_cleanup.
@@ -65,8 +66,7 @@ bench_free_port() {
 
 # bench_wait_port PORT: wait up to 10 s for a listener.
 bench_wait_port() {
-	local i
-	for i in $(seq 100); do
+	for _ in $(seq 100); do
 		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
 			return 0
 		fi
@@ -96,11 +96,15 @@ bench_stub() {
 	return 1
 }
 
-# bench_tunnel PKI STUBPORT: start cqltunnel (pinned to the stub node;
-# TUNNEL_TOPOLOGY, TUNNEL_WORKERS, TUNNEL_LOG_LEVEL override); sets
-# TUNNEL_PORT and TUNNEL_PID.
+# bench_tunnel PKI STUBPORT: start cqltunnel (pinned to the stub node);
+# sets TUNNEL_PORT and TUNNEL_PID.  Optional: TUNNEL_TOPOLOGY (pin),
+# TUNNEL_WORKERS ([listen] workers, 1), TUNNEL_LOG_LEVEL (warn),
+# TUNNEL_NAME (file names in WORK, default cqltunnel, for a second
+# instance), TUNNEL_LISTEN_EXTRA (lines added to [listen], e.g.
+# "max_connections = 20000").
 bench_tunnel() {
-	local pki=$1 sport=$2 ini=$WORK/cqltunnel.ini
+	local pki=$1 sport=$2 name=${TUNNEL_NAME:-cqltunnel}
+	local ini=$WORK/$name.ini
 	TUNNEL_PORT=$(bench_free_port)
 	printf 'cassandra' >"$WORK/password"
 	chmod 600 "$WORK/password"
@@ -108,6 +112,7 @@ bench_tunnel() {
 [listen]
 address = 127.0.0.1:$TUNNEL_PORT
 workers = ${TUNNEL_WORKERS:-1}
+${TUNNEL_LISTEN_EXTRA:-}
 
 [cluster]
 contact_points = 127.0.0.1:$sport
@@ -125,11 +130,11 @@ password_file = $WORK/password
 [log]
 level = ${TUNNEL_LOG_LEVEL:-warn}
 EOT
-	"$BUILD/cqltunnel" -c "$ini" 2>"$WORK/cqltunnel.err" &
+	"$BUILD/cqltunnel" -c "$ini" 2>"$WORK/$name.err" &
 	TUNNEL_PID=$!
 	PIDS+=("$TUNNEL_PID")
 	if ! bench_wait_port "$TUNNEL_PORT"; then
-		cat "$WORK/cqltunnel.err" >&2
+		cat "$WORK/$name.err" >&2
 		return 1
 	fi
 }

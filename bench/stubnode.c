@@ -5,7 +5,10 @@
  * or READY, AUTH_RESPONSE -> AUTH_SUCCESS or ERROR 0x0100, and a small
  * RESULT (Void, or Rows with one blob of --result-bytes) on the same stream
  * for every QUERY, EXECUTE, PREPARE and BATCH.  Plaintext, or TLS that
- * requires a client certificate signed by the given CA.
+ * requires a client certificate signed by the given CA.  Queries of
+ * system.local, system.peers and system.peers_v2 get Rows shaped like
+ * Cassandra's (one local row naming the listen address, no peers), which
+ * is what a driver or a proxy such as cql-proxy reads at start-up.
  *
  * One event loop, one small struct per connection, no allocation per
  * request: responses are copied from templates built at start-up.
@@ -45,6 +48,7 @@
 #define STUB_MAX_FRAME		(256u * 1024 * 1024)
 #define STUB_SMALL		1024	/* handshake frames built on stack */
 #define STUB_PULL		(64 * 1024) /* input parsed in place */
+#define STUB_QUERY_SCAN		512	/* longest query checked for system. */
 
 enum stub_state {
 	STUB_NEW,		/* nothing but OPTIONS seen */
@@ -73,6 +77,82 @@ struct stub_tpl {
 	size_t		 t_len;
 };
 
+/* The system tables answered (Rows templates, one per version). */
+enum stub_sys {
+	STUB_SYS_LOCAL,
+	STUB_SYS_PEERS,
+	STUB_SYS_PEERS_V2,
+	STUB_SYS_COUNT,
+	STUB_SYS_NONE = STUB_SYS_COUNT,
+};
+
+/* Option ids of the CQL types used in the system table templates. */
+#define STUB_T_INT	0x0009
+#define STUB_T_UUID	0x000C
+#define STUB_T_VARCHAR	0x000D
+#define STUB_T_INET	0x0010
+#define STUB_T_SET	0x0022		/* followed by the element's id */
+
+/* A column of a system table template; ${value} for varchar columns. */
+struct stub_col {
+	const char	*name;
+	uint16_t	 type;
+	const char	*value;
+};
+
+/*
+ * The columns drivers and cql-proxy read (proxycore: partitioner,
+ * release_version, cql_version, data_center, rpc_address; drivers also
+ * host_id, tokens, peer/native_address).  system.local has one row; the
+ * peers tables have the same kind of columns and no rows.
+ */
+static const struct stub_col stub_local_cols[] = {
+	{ "key", STUB_T_VARCHAR, "local" },
+	{ "bootstrapped", STUB_T_VARCHAR, "COMPLETED" },
+	{ "broadcast_address", STUB_T_INET, NULL },
+	{ "cluster_name", STUB_T_VARCHAR, "stubnode" },
+	{ "cql_version", STUB_T_VARCHAR, "3.4.7" },
+	{ "data_center", STUB_T_VARCHAR, "datacenter1" },
+	{ "host_id", STUB_T_UUID, NULL },
+	{ "listen_address", STUB_T_INET, NULL },
+	{ "native_protocol_version", STUB_T_VARCHAR, "5" },
+	{ "partitioner", STUB_T_VARCHAR,
+	    "org.apache.cassandra.dht.Murmur3Partitioner" },
+	{ "rack", STUB_T_VARCHAR, "rack1" },
+	{ "release_version", STUB_T_VARCHAR, "5.0.6" },
+	{ "rpc_address", STUB_T_INET, NULL },
+	{ "schema_version", STUB_T_UUID, NULL },
+	{ "tokens", STUB_T_SET, NULL },
+	{ NULL, 0, NULL }
+};
+static const struct stub_col stub_peers_cols[] = {
+	{ "peer", STUB_T_INET, NULL },
+	{ "data_center", STUB_T_VARCHAR, NULL },
+	{ "host_id", STUB_T_UUID, NULL },
+	{ "preferred_ip", STUB_T_INET, NULL },
+	{ "rack", STUB_T_VARCHAR, NULL },
+	{ "release_version", STUB_T_VARCHAR, NULL },
+	{ "rpc_address", STUB_T_INET, NULL },
+	{ "schema_version", STUB_T_UUID, NULL },
+	{ "tokens", STUB_T_SET, NULL },
+	{ NULL, 0, NULL }
+};
+static const struct stub_col stub_peers_v2_cols[] = {
+	{ "peer", STUB_T_INET, NULL },
+	{ "peer_port", STUB_T_INT, NULL },
+	{ "data_center", STUB_T_VARCHAR, NULL },
+	{ "host_id", STUB_T_UUID, NULL },
+	{ "native_address", STUB_T_INET, NULL },
+	{ "native_port", STUB_T_INT, NULL },
+	{ "preferred_ip", STUB_T_INET, NULL },
+	{ "preferred_port", STUB_T_INT, NULL },
+	{ "rack", STUB_T_VARCHAR, NULL },
+	{ "release_version", STUB_T_VARCHAR, NULL },
+	{ "schema_version", STUB_T_UUID, NULL },
+	{ "tokens", STUB_T_SET, NULL },
+	{ NULL, 0, NULL }
+};
+
 static struct {
 	struct event_base	*base;
 	SSL_CTX			*ssl_ctx;
@@ -84,12 +164,16 @@ static struct {
 	uint64_t		 result_bytes;
 	struct stub_tpl		 result[STUB_MAX_VERSION + 1];
 	struct stub_tpl		 supported[STUB_MAX_VERSION + 1];
+	struct stub_tpl		 sys[STUB_SYS_COUNT][STUB_MAX_VERSION + 1];
+	uint8_t			 addr[16];	/* listen address (inet) */
+	uint8_t			 addr_len;	/* 4 or 16 */
 	/* v5 output batch, shared: one connection is served at a time. */
 	struct bu_batch		 out;
 	TAILQ_HEAD(, stub_conn)	 conn_list;	/* open connections */
 	/* Counters. */
 	uint64_t		 conns;
 	uint64_t		 requests;
+	uint64_t		 sys_queries;
 	uint64_t		 auth_failures;
 } stub;
 
@@ -240,6 +324,36 @@ stub_auth_ok(const uint8_t *body, size_t len, char *user, size_t usercap)
 }
 
 /*
+ * Which system table a QUERY body asks for, if any: a short query string
+ * naming system.local, system.peers or system.peers_v2.  No copy, no
+ * allocation; other queries cost one memmem() over at most
+ * STUB_QUERY_SCAN bytes.
+ */
+static enum stub_sys
+stub_system_query(const uint8_t *body, size_t len)
+{
+	struct cql_reader	 r;
+	const uint8_t		*q, *t;
+	size_t			 qlen, left;
+
+	if (body == NULL)
+		return (STUB_SYS_NONE);
+	cql_reader_init(&r, body, len);
+	if (!cql_read_long_string(&r, &q, &qlen) || qlen > STUB_QUERY_SCAN ||
+	    (t = memmem(q, qlen, "system.", 7)) == NULL)
+		return (STUB_SYS_NONE);
+	t += 7;
+	left = qlen - (size_t)(t - q);
+	if (left >= 8 && memcmp(t, "peers_v2", 8) == 0)
+		return (STUB_SYS_PEERS_V2);
+	if (left >= 5 && memcmp(t, "peers", 5) == 0)
+		return (STUB_SYS_PEERS);
+	if (left >= 5 && memcmp(t, "local", 5) == 0)
+		return (STUB_SYS_LOCAL);
+	return (STUB_SYS_NONE);
+}
+
+/*
  * Answer one request.  ${body} is NULL when the body was not pulled into
  * contiguous memory (large requests, whose bodies are never read).
  */
@@ -250,6 +364,7 @@ stub_request(struct stub_conn *c, const struct cql_header *h,
 	uint8_t	buf[STUB_SMALL];
 	size_t	n;
 	char	msg[160], user[64];
+	enum stub_sys	sys;
 
 	if (h->response || h->version != c->sc_version) {
 		stub_error(c, h->stream, CQL_ERR_PROTOCOL,
@@ -312,6 +427,13 @@ stub_request(struct stub_conn *c, const struct cql_header *h,
 			break;
 		}
 		stub.requests++;
+		if (h->opcode == CQL_OP_QUERY &&
+		    (sys = stub_system_query(body, len)) != STUB_SYS_NONE) {
+			stub.sys_queries++;
+			stub_send_tpl(c, &stub.sys[sys][c->sc_version],
+			    h->stream);
+			break;
+		}
 		stub_send_tpl(c, &stub.result[c->sc_version], h->stream);
 		break;
 	case CQL_OP_REGISTER:
@@ -327,10 +449,11 @@ stub_request(struct stub_conn *c, const struct cql_header *h,
 
 /* Whether the body of ${opcode} must be read. */
 static bool
-stub_wants_body(uint8_t opcode)
+stub_wants_body(uint8_t opcode, int32_t length)
 {
 
-	return (opcode == CQL_OP_AUTH_RESPONSE || opcode == CQL_OP_STARTUP);
+	return (opcode == CQL_OP_AUTH_RESPONSE || opcode == CQL_OP_STARTUP ||
+	    (opcode == CQL_OP_QUERY && length <= STUB_QUERY_SCAN + 64));
 }
 
 /*
@@ -537,7 +660,7 @@ stub_read_cb(struct bufferevent *bev, void *arg)
 		}
 		c->sc_need = 0;
 		p = NULL;
-		if (stub_wants_body(h.opcode))
+		if (stub_wants_body(h.opcode, h.length))
 			p = evbuffer_pullup(in, (ev_ssize_t)total) +
 			    CQL_HEADER_LEN;
 		stub_request(c, &h, p, (size_t)h.length);
@@ -673,6 +796,91 @@ stub_build_templates(uint8_t v)
 	stub.result[v].t_len = w.len;
 }
 
+/*
+ * Build the Rows template of system table ${which} for version ${v}: the
+ * columns of ${cols}, and one row (system.local) or none (the peers
+ * tables).  Needs stub.addr.
+ */
+static void
+stub_build_sys(enum stub_sys which, uint8_t v)
+{
+	static const char	*const tables[STUB_SYS_COUNT] = {
+		"local", "peers", "peers_v2"
+	};
+	static const struct stub_col	*const colsets[STUB_SYS_COUNT] = {
+		stub_local_cols, stub_peers_cols, stub_peers_v2_cols
+	};
+	/* Fixed, made-up ids: the stub is one node with one schema. */
+	static const uint8_t	host_id[16] = {
+		0x5b, 0x0e, 0x6c, 0x1a, 0x33, 0x5f, 0x4d, 0x1e,
+		0x9a, 0x4c, 0x21, 0x7d, 0x0b, 0x57, 0x0d, 0xe1
+	};
+	static const uint8_t	schema_id[16] = {
+		0x1f, 0x3e, 0x5d, 0x7c, 0x9b, 0xba, 0x4d, 0xd8,
+		0x8f, 0x16, 0x25, 0x34, 0x43, 0x52, 0x61, 0x70
+	};
+	const struct stub_col	*cols = colsets[which], *col;
+	struct cql_header	 h;
+	struct cql_writer	 w;
+	uint8_t			*p;
+	int32_t			 n = 0;
+	size_t			 cap = 4096;
+
+	for (col = cols; col->name != NULL; col++)
+		n++;
+	if ((p = malloc(cap)) == NULL)
+		abort();
+	cql_writer_init(&w, p, cap);
+	w.len = CQL_HEADER_LEN;
+	cql_write_int(&w, 2);				/* Rows */
+	cql_write_int(&w, 0x0001);			/* global table spec */
+	cql_write_int(&w, n);
+	cql_write_string(&w, "system", 6);
+	cql_write_string(&w, tables[which], strlen(tables[which]));
+	for (col = cols; col->name != NULL; col++) {
+		cql_write_string(&w, col->name, strlen(col->name));
+		cql_write_short(&w, col->type);
+		if (col->type == STUB_T_SET)
+			cql_write_short(&w, STUB_T_VARCHAR);
+	}
+	cql_write_int(&w, which == STUB_SYS_LOCAL ? 1 : 0);
+	for (col = cols; which == STUB_SYS_LOCAL && col->name != NULL;
+	    col++) {
+		switch (col->type) {
+		case STUB_T_VARCHAR:
+			cql_write_bytes(&w, col->value,
+			    (int32_t)strlen(col->value));
+			break;
+		case STUB_T_INET:
+			cql_write_bytes(&w, stub.addr, stub.addr_len);
+			break;
+		case STUB_T_UUID:
+			cql_write_bytes(&w, strcmp(col->name, "host_id") == 0 ?
+			    host_id : schema_id, 16);
+			break;
+		case STUB_T_SET:			/* {'0'}: one token */
+			cql_write_int(&w, 4 + 4 + 1);
+			cql_write_int(&w, 1);
+			cql_write_bytes(&w, "0", 1);
+			break;
+		default:
+			cql_write_bytes(&w, NULL, -1);	/* null */
+			break;
+		}
+	}
+	if (w.err)
+		abort();
+	memset(&h, 0, sizeof(h));
+	h.version = v;
+	h.response = true;
+	h.opcode = CQL_OP_RESULT;
+	h.length = (int32_t)(w.len - CQL_HEADER_LEN);
+	h.hdr_len = CQL_HEADER_LEN;
+	(void)cql_header_write(p, &h);
+	stub.sys[which][v].t_buf = p;
+	stub.sys[which][v].t_len = w.len;
+}
+
 /* Build the server TLS context. */
 static SSL_CTX *
 stub_tls_ctx(const char *cert, const char *key, const char *ca)
@@ -700,6 +908,32 @@ err:
 	bu_ssl_errors(STUB_PROG, "TLS setup");
 	SSL_CTX_free(ctx);
 	return (NULL);
+}
+
+/*
+ * The address system.local names (rpc_address and friends): the listen
+ * address, or loopback if it is the wildcard.
+ */
+static void
+stub_set_addr(const struct sockaddr_storage *ss)
+{
+	static const uint8_t	any6[16];
+
+	if (ss->ss_family == AF_INET6) {
+		memcpy(stub.addr, &((const struct sockaddr_in6 *)ss)->sin6_addr,
+		    16);
+		stub.addr_len = 16;
+		if (memcmp(stub.addr, any6, 16) == 0)
+			stub.addr[15] = 1;			/* ::1 */
+	} else {
+		memcpy(stub.addr, &((const struct sockaddr_in *)ss)->sin_addr,
+		    4);
+		stub.addr_len = 4;
+		if (memcmp(stub.addr, any6, 4) == 0) {
+			stub.addr[0] = 127;			/* 127.0.0.1 */
+			stub.addr[3] = 1;
+		}
+	}
 }
 
 /* SIGINT/SIGTERM: leave the loop. */
@@ -736,7 +970,7 @@ main(int argc, char *argv[])
 	char			 host[256];
 	uint64_t		 v;
 	uint8_t			 i;
-	int			 ch;
+	int			 ch, k;
 
 	TAILQ_INIT(&stub.conn_list);
 	stub.max_version = STUB_MAX_VERSION;
@@ -817,6 +1051,7 @@ main(int argc, char *argv[])
 	sslen = sizeof(ss);
 	if (getsockname(evconnlistener_get_fd(lev), (struct sockaddr *)&ss,
 	    &sslen) == 0) {
+		stub_set_addr(&ss);
 		v = ntohs(ss.ss_family == AF_INET6 ?
 		    ((struct sockaddr_in6 *)&ss)->sin6_port :
 		    ((struct sockaddr_in *)&ss)->sin_port);
@@ -829,14 +1064,18 @@ main(int argc, char *argv[])
 		    (unsigned long long)stub.result_bytes);
 		fflush(stdout);
 	}
+	for (i = STUB_MIN_VERSION; i <= stub.max_version; i++)
+		for (k = 0; k < STUB_SYS_COUNT; k++)
+			stub_build_sys((enum stub_sys)k, i);
 	sigint = evsignal_new(stub.base, SIGINT, stub_signal_cb, NULL);
 	sigterm = evsignal_new(stub.base, SIGTERM, stub_signal_cb, NULL);
 	event_add(sigint, NULL);
 	event_add(sigterm, NULL);
 	event_base_dispatch(stub.base);
-	fprintf(stderr, "%s: %llu connections, %llu requests, %llu auth "
-	    "failures\n", STUB_PROG, (unsigned long long)stub.conns,
-	    (unsigned long long)stub.requests,
+	fprintf(stderr, "%s: %llu connections, %llu requests (%llu of system "
+	    "tables), %llu auth failures\n", STUB_PROG,
+	    (unsigned long long)stub.conns, (unsigned long long)stub.requests,
+	    (unsigned long long)stub.sys_queries,
 	    (unsigned long long)stub.auth_failures);
 	while (!TAILQ_EMPTY(&stub.conn_list))
 		stub_close(TAILQ_FIRST(&stub.conn_list));
@@ -848,6 +1087,8 @@ main(int argc, char *argv[])
 	for (i = STUB_MIN_VERSION; i <= stub.max_version; i++) {
 		free(stub.result[i].t_buf);
 		free(stub.supported[i].t_buf);
+		for (k = 0; k < STUB_SYS_COUNT; k++)
+			free(stub.sys[k][i].t_buf);
 	}
 	free(stub.user);
 	free(stub.password);
