@@ -197,6 +197,14 @@ def markdown(summary, idle, loads, paths, notes, env):
                      f"{i['kib_per_session']:.1f} | "
                      f"{i.get('threads', '–')} |")
         L.append("")
+        tun = idle_by.get("cqltunnel", {}).get("kib_per_session")
+        for fl, what in (("openssl-floor", "full handshakes"),
+                         ("openssl-floor-resumed", "resumed sessions")):
+            f = idle_by.get(fl, {}).get("kib_per_session")
+            if tun and f:
+                L.append(f"cqltunnel ÷ OpenSSL floor ({what}): "
+                         f"{tun / f:.2f}")
+        L.append("")
 
     if not summary:
         return "\n".join(L)

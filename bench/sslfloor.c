@@ -46,6 +46,9 @@ sf_usage(int rc)
 "  -t, --tls CERT KEY CA client certificate, key, CA of the node\n"
 "  -H, --hold SECS       hold them this long after measuring (default 0)\n"
 "      --tls-only        no CQL handshake, TLS only\n"
+"      --resume          offer each connection the session of the one\n"
+"                        before (TLS 1.3 ticket), as a relay with a\n"
+"                        session cache does\n"
 "  -u, --user NAME       SASL PLAIN user (default cassandra)\n"
 "  -p, --password PW     (default cassandra)\n");
 	exit(rc);
@@ -172,6 +175,7 @@ main(int argc, char *argv[])
 		{ "tls", required_argument, NULL, 't' },
 		{ "hold", required_argument, NULL, 'H' },
 		{ "tls-only", no_argument, NULL, 'T' },
+		{ "resume", no_argument, NULL, 'R' },
 		{ "user", required_argument, NULL, 'u' },
 		{ "password", required_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
@@ -185,7 +189,9 @@ main(int argc, char *argv[])
 	const char		*user = "cassandra", *pw = "cassandra";
 	char			 host[64], *colon, *end;
 	long			 n = 1000, hold = 0, i, rss0, rss1, port;
-	bool			 cql = true;
+	SSL_SESSION		*last = NULL;
+	bool			 cql = true, resume = false;
+	long			 resumed = 0;
 	int			 ch, fd, one = 1;
 
 	while ((ch = getopt_long(argc, argv, "+c:t:H:u:p:h", longopts,
@@ -211,6 +217,9 @@ main(int argc, char *argv[])
 			break;
 		case 'T':
 			cql = false;
+			break;
+		case 'R':
+			resume = true;
 			break;
 		case 'u':
 			user = optarg;
@@ -271,6 +280,8 @@ main(int argc, char *argv[])
 		if ((ssl[i] = SSL_new(ctx)) == NULL ||
 		    SSL_set_fd(ssl[i], fd) != 1)
 			sf_ssl_die("SSL_new");
+		if (last != NULL)
+			(void)SSL_set_session(ssl[i], last);
 		if (SSL_connect(ssl[i]) != 1)
 			sf_ssl_die("SSL_connect");
 		if (cql && sf_cql_handshake(ssl[i], user, pw) == -1) {
@@ -279,14 +290,23 @@ main(int argc, char *argv[])
 			ERR_print_errors_fp(stderr);
 			return (1);
 		}
+		resumed += SSL_session_reused(ssl[i]) == 1;
+		if (resume) {
+			/* After the CQL reply: the tickets have been read. */
+			if (last != NULL)
+				SSL_SESSION_free(last);
+			last = SSL_get1_session(ssl[i]);
+		}
 	}
+	if (last != NULL)
+		SSL_SESSION_free(last);
 	sleep(1);
 	rss1 = sf_rss_kib();
 	printf("{\"sessions\":%ld,\"tls\":\"%s\",\"cql\":%s,"
-	    "\"release_buffers\":true,\"rss_before_kib\":%ld,"
+	    "\"release_buffers\":true,\"resumed\":%ld,\"rss_before_kib\":%ld,"
 	    "\"rss_after_kib\":%ld,\"kib_per_session\":%.2f,"
 	    "\"openssl\":\"%s\"}\n", n, SSL_get_version(ssl[0]),
-	    cql ? "true" : "false", rss0, rss1, (double)(rss1 - rss0) /
+	    cql ? "true" : "false", resumed, rss0, rss1, (double)(rss1 - rss0) /
 	    (double)n, OpenSSL_version(OPENSSL_VERSION));
 	fflush(stdout);
 	if (hold > 0)

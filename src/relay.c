@@ -426,6 +426,39 @@ frame_inspect(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 	return (INSPECT_DONE);
 }
 
+/*
+ * The plain relay's fast path (nothing to watch, nothing to rewrite): walk
+ * the headers that lie in the first contiguous part of ${in}, checking
+ * each, and return how far the frames they start reach (possibly past the
+ * bytes buffered), so that one evbuffer move takes them all.  0: the next
+ * header is split over two chains; -1: a bad or oversized header.
+ */
+static ssize_t
+frames_span(struct relay *r, struct relay_dir *d, struct evbuffer *in)
+{
+	struct evbuffer_iovec	 v;
+	struct cql_header	 ch;
+	const uint8_t		*p;
+	uint64_t		 off = 0;
+
+	if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+		return (0);
+	p = v.iov_base;
+	while (off + r->hdr_len <= v.iov_len) {
+		if (cql_header_parse(p + off, r->hdr_len, &ch) <= 0) {
+			r->error = RELAY_ERR_CORRUPT;
+			return (-1);
+		}
+		d->last = ch;
+		if ((uint32_t)ch.length > r->max_frame) {
+			r->error = RELAY_ERR_TOO_LARGE;
+			return (-1);
+		}
+		off += r->hdr_len + (uint64_t)ch.length;
+	}
+	return ((ssize_t)off);
+}
+
 /* v3/v4/DSE traffic. */
 static ssize_t
 move_frames(struct relay *r, struct relay_dir *d, struct evbuffer *in,
@@ -434,12 +467,18 @@ move_frames(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 	struct cql_header	 ch;
 	uint8_t			 hdr[CQL_HEADER_LEN];
 	size_t			 avail, n, total;
-	ssize_t			 moved = 0;
+	ssize_t			 moved = 0, span;
 
 	for (;;) {
 		avail = evbuffer_get_length(in);
 		if (avail == 0)
 			break;
+		if (d->frame_left == 0 && r->rw == NULL && !r->await_startup &&
+		    !d->unframed) {
+			if ((span = frames_span(r, d, in)) < 0)
+				return (-1);
+			d->frame_left = (uint64_t)span;
+		}
 		if (d->frame_left > 0) {
 			n = avail < d->frame_left ? avail :
 			    (size_t)d->frame_left;
