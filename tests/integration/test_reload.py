@@ -724,6 +724,7 @@ def test_watch_kubernetes_symlink_swap(tmp_path, tunnel_config, pki):
                              "watch": "yes"})
     with Tunnel(str(tmp_path), cfg) as t:
         t.wait_log("[tls] watch: watching")
+        t.wait_log("generation 1: client certificate")
         assert generations(t) == [(1, leaves[0]["serial"])]
         old = w.connect(t.host, t.port)
         select_ok(old)
@@ -756,6 +757,7 @@ def test_watch_half_written_file(tmp_path, tunnel_config, pki):
 
     with Tunnel(str(tmp_path), cfg) as t:
         t.wait_log("[tls] watch: watching")
+        t.wait_log("generation 1: client certificate")
         old = w.connect(t.host, t.port)
         crt_b = open(b["crt"]).read()
 
