@@ -426,6 +426,7 @@ move_frames(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 			break;
 		evbuffer_copyout(in, hdr, r->hdr_len);
 		if (cql_header_parse(hdr, r->hdr_len, &ch) <= 0) {
+			d->last = ch;	/* negative length: for the report */
 			r->error = RELAY_ERR_CORRUPT;
 			return (-1);
 		}

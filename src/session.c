@@ -484,6 +484,18 @@ session_relay_failed(struct session *s, struct session_half *src)
 		return;
 	}
 	session_detail(s, "%s: %s", who, relay_error_name(s->relay.error));
+	if (src == &s->app && s->relay.error == RELAY_ERR_CORRUPT &&
+	    !s->relay.segments && h->length < 0 && !h->response &&
+	    h->version == s->relay.version) {
+		/* A request header with a negative length: answer its stream. */
+		session_detail(s, "app sent a frame header with a negative "
+		    "length (%d) on stream %d", h->length, h->stream);
+		len = snprintf(msg, sizeof(msg), "cqltunnel: malformed frame "
+		    "header from app (negative length %d)", h->length);
+		n = cql_build_error(frame, sizeof(frame), h->version,
+		    h->stream, CQL_ERR_PROTOCOL, msg, (size_t)len);
+		bufferevent_write(s->app.bev, frame, n);
+	}
 	session_flush_close(s, &s->app, s->relay.error == RELAY_ERR_NOMEM ?
 	    SESSION_CLOSE_INTERNAL : SESSION_CLOSE_PROTOCOL);
 }
