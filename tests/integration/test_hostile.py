@@ -1,0 +1,504 @@
+"""Hostile inputs and faults: a catalogue (issue 6), each case an automated
+test.  Every case asserts
+
+  (a) the specific error: a CQL ERROR to the app (code and message) where a
+      CQL stream exists, and the session's close line (reason and detail)
+      or the specific warning in the tunnel's log;
+  (b) no crash: the daemon is alive and a new session works afterwards;
+  (c) no leak: the daemon's open descriptors (/proc/PID/fd) come back to
+      their count before the case;
+  (d) other sessions unaffected: a "witness" session through the same
+      tunnel to the real node runs a query every 20 ms across the case and
+      must have no error and keep going afterwards;
+
+(b)-(d) are Guard.check(), one line at the end of each test.  The tunnel
+stops with SIGTERM at the end of each test and must exit 0 with no
+sanitizer report (under ASan, a leak at exit fails the test).
+
+Everything a real Cassandra 5.0 node can produce runs against the real node
+(the app side is the test itself, so malformed app input needs no fake).
+Node misbehaviour a real node cannot produce (malformed or truncated
+frames, bad checksums, challenge loops, odd opcodes, bad certificates, a
+closed port, TLS never answered) uses fake_node.FakeNode standing in front
+of the real node: connections with no script pushed are relayed to the
+real node, so the witness still talks to real Cassandra; each such test
+says why it needs the fake.
+"""
+
+import os
+import re
+import resource
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import threading
+import time
+
+import lz4.block
+import pytest
+
+import cqlwire as w
+from fake_node import FakeNode, handshake_until_startup, server_context
+from pki_extra import make_crl, make_intermediate_ca, make_server_cert
+from tunnel import Tunnel, write_ini
+
+QUERY = "SELECT release_version FROM system.local"
+HS_TIMEOUT_MS = 1500
+
+
+# --- the guard: (b) alive and accepting, (c) descriptors, (d) witness ---
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def settled_fds(pid, quiet=0.6, timeout=10):
+    """The descriptor count once it has not changed for ${quiet} s."""
+    deadline = time.time() + timeout
+    last, since = fd_count(pid), time.time()
+    while time.time() < deadline:
+        time.sleep(0.05)
+        n = fd_count(pid)
+        if n != last:
+            last, since = n, time.time()
+        elif time.time() - since >= quiet:
+            return n
+    return last
+
+
+class Witness(threading.Thread):
+    """A session through the tunnel that runs a query every 20 ms and
+    records every answer and error."""
+
+    def __init__(self, host, port, version=4):
+        super().__init__(daemon=True)
+        self.version = version
+        self.sock = w.connect(host, port, version=version, timeout=20)
+        self.ok = 0
+        self.errors = []
+        self._halt = threading.Event()
+
+    def run(self):
+        while not self._halt.is_set():
+            try:
+                op, _ = w.query(self.sock, QUERY, version=self.version)
+                assert op == w.OP_RESULT, op
+                self.ok += 1
+            except Exception as e:  # noqa: BLE001 - recorded, asserted on
+                self.errors.append(repr(e))
+                return
+            self._halt.wait(0.02)
+
+    def wait_ok(self, n, timeout=20):
+        deadline = time.time() + timeout
+        while self.ok < n and not self.errors and time.time() < deadline:
+            time.sleep(0.02)
+        assert not self.errors, "witness failed: %s" % self.errors
+        assert self.ok >= n, "witness stalled at %d queries" % self.ok
+
+    def halt(self):
+        self._halt.set()
+        self.join(timeout=10)
+        self.sock.close()
+
+
+class Guard:
+    """Holds a witness session on ${t} and the daemon's descriptor count
+    with it open; check() asserts (b), (c) and (d)."""
+
+    def __init__(self, t, witness=True):
+        self.t = t
+        self.witness = None
+        if witness:
+            self.witness = Witness(t.host, t.port)
+            self.witness.start()
+            self.witness.wait_ok(3)
+        self.baseline = settled_fds(t.proc.pid)
+
+    def check(self, fd_timeout=15):
+        t = self.t
+        assert t.alive(), "cqltunnel died:\n" + t.log()
+        # (b) a new session works.
+        s = w.connect(t.host, t.port, timeout=20)
+        try:
+            op, _ = w.query(s, QUERY)
+            assert op == w.OP_RESULT
+        finally:
+            s.close()
+        # (d) the witness kept going, without an error.
+        if self.witness is not None:
+            self.witness.wait_ok(self.witness.ok + 5)
+        # (c) back to the descriptors held before the case.
+        deadline = time.time() + fd_timeout
+        while True:
+            n = fd_count(t.proc.pid)
+            if n == self.baseline:
+                break
+            if time.time() > deadline:
+                raise AssertionError(
+                    "descriptor leak: %d open, %d before the case: %s"
+                    % (n, self.baseline, sorted(os.listdir(
+                        "/proc/%d/fd" % t.proc.pid))))
+            time.sleep(0.05)
+        assert t.alive()
+
+    def close(self):
+        if self.witness is not None:
+            self.witness.halt()
+
+
+def stop_checked(t):
+    """Stop ${t} with SIGTERM: exit status 0 and no sanitizer report."""
+    rc = t.stop()
+    report = [ln for ln in t.log().splitlines()
+              if "Sanitizer" in ln or "runtime error:" in ln]
+    assert not report, "\n".join(report) + "\n" + t.log()[-3000:]
+    assert rc == 0, "cqltunnel exited with %r:\n%s" % (rc, t.log()[-3000:])
+
+
+@pytest.fixture
+def real(tmp_path, tunnel_config):
+    """start(**over) -> (tunnel, guard): a tunnel in front of the real node
+    (translate mode, handshake_timeout 1.5 s) with a witness."""
+    running = []
+
+    def start(witness=True, name="tunnel", **over):
+        over.setdefault("cluster", {})
+        over["cluster"].setdefault("handshake_timeout",
+                                   "%dms" % HS_TIMEOUT_MS)
+        t = Tunnel(str(tmp_path), tunnel_config(**over), name=name).start()
+        running.append([t, None])
+        g = Guard(t, witness=witness)
+        running[-1][1] = g
+        return t, g
+
+    yield start
+    for t, g in running:
+        if g is not None:
+            g.close()
+        stop_checked(t)
+
+
+@pytest.fixture
+def fronted(tmp_path, cassandra, pki, password_file):
+    """start(**over) -> (tunnel, fake node, guard): a tunnel (pin mode)
+    whose contact point is a FakeNode relaying to the real node; scripts
+    pushed on the fake node take the next connections."""
+    running = []
+
+    def start(witness=True, **over):
+        node = FakeNode(pki, relay_to=(cassandra.host, cassandra.native_port,
+                                       pki)).__enter__()
+        sections = {
+            "listen": {"drain_timeout": "2s"},
+            "cluster": {"contact_points": "127.0.0.1:%d" % node.port,
+                        "connect_timeout": "2s",
+                        "handshake_timeout": "%dms" % HS_TIMEOUT_MS,
+                        "topology": "pin"},
+            "tls": {"ca_file": pki["ca_crt"], "cert_file": pki["client_crt"],
+                    "key_file": pki["client_key"]},
+            "auth": {"username": "cassandra",
+                     "password_file": password_file()},
+            "log": {"level": "debug"},
+        }
+        for section, keys in over.items():
+            sections.setdefault(section, {}).update(keys)
+        t = Tunnel(str(tmp_path), sections).start()
+        running.append([t, node, None])
+        g = Guard(t, witness=witness)
+        running[-1][2] = g
+        return t, node, g
+
+    yield start
+    for t, node, g in running:
+        if g is not None:
+            g.close()
+        stop_checked(t)
+        node.__exit__(None, None, None)
+
+
+# --- app-side helpers ---
+
+def raw(t, timeout=10):
+    return socket.create_connection((t.host, t.port), timeout=timeout)
+
+
+def expect_error(sock, code, text, version=None, stream=None):
+    """Read one frame: an ERROR with ${code} whose message contains
+    ${text}; returns the message."""
+    v, _, st, op, body = w.read_frame(sock)
+    assert op == w.OP_ERROR, "expected ERROR, got opcode 0x%02x" % op
+    c, msg = w.parse_error(body)
+    assert c == code, "code 0x%04x (%s), expected 0x%04x" % (c, msg, code)
+    assert text in msg, msg
+    if version is not None:
+        assert v & 0x7F == version, v
+    if stream is not None:
+        assert st == stream, (st, stream)
+    return msg
+
+
+def expect_eof(sock, timeout=10):
+    """The tunnel closes the connection (after any bytes still due)."""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return
+    except ConnectionResetError:
+        return
+
+
+def rst_close(sock):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                    struct.pack("ii", 1, 0))
+    sock.close()
+
+
+_CLOSE_RE = r"session (\d+) closed: app \S+ node \S+ proto \S+ .*?: "
+
+
+def wait_closed(t, reason, detail="", n=1, timeout=15):
+    """Wait for ${n} session close lines with ${reason} whose detail
+    contains ${detail}; returns the lines."""
+    pat = re.compile(_CLOSE_RE + re.escape(reason) + r"(: (.*))?$")
+    deadline = time.time() + timeout
+    while True:
+        lines = [ln for ln in t.log().splitlines()
+                 if (m := pat.search(ln)) and detail in (m.group(3) or "")]
+        if len(lines) >= n:
+            return lines
+        if time.time() > deadline:
+            raise AssertionError("no %d close line(s) %r/%r in the log:\n%s"
+                                 % (n, reason, detail, t.log()[-4000:]))
+        time.sleep(0.05)
+
+
+def handshake(t, version=4, compression=None):
+    """A raw session: OPTIONS, STARTUP (with ${compression}), READY."""
+    s = raw(t)
+    s.sendall(w.frame(version, 0, w.OP_OPTIONS))
+    assert w.read_frame(s)[3] == w.OP_SUPPORTED
+    s.sendall(w.frame(version, 1, w.OP_STARTUP,
+                      w.startup_body(compression)))
+    v, _, st, op, _ = w.read_frame(s)
+    assert (op, st) == (w.OP_READY, 1), op
+    return s
+
+
+def v5_query_segment(cql, stream=2):
+    return w.crc_segment(w.frame(5, stream, w.OP_QUERY,
+                                 w.query_body_v5(cql)))
+
+
+# =========================================================================
+# App-side malformed input, against the real node
+# =========================================================================
+
+@pytest.mark.parametrize("first,expect_code,expect", [
+    # An unknown version: relayed as is, the node's own answer reaches the
+    # app (the tunnel never decides version policy).
+    (w.frame(7, 0, w.OP_OPTIONS), 0x000A,
+     "Invalid or unsupported protocol version (7)"),
+    # A "version" with the response bit set, from an app.
+    (bytes([0x84]) + w.frame(4, 0, w.OP_OPTIONS)[1:], 0x000A, ""),
+    # Version byte 0.
+    (bytes([0x00]) + w.frame(4, 0, w.OP_OPTIONS)[1:], 0x000A,
+     "Invalid or unsupported protocol version (0)"),
+], ids=["unknown-version-7", "response-bit-from-app", "version-0"])
+def test_bad_version_byte(real, first, expect_code, expect):
+    """Malformed or unknown version byte in the app's first frame: relayed
+    as is, the real node's protocol error reaches the app.  Cassandra 5
+    keeps the connection open after it (drivers close it themselves); the
+    tunnel ends it at handshake_timeout."""
+    t, g = real()
+    s = raw(t)
+    s.sendall(first)
+    expect_error(s, expect_code, expect)
+    expect_eof(s)
+    s.close()
+    wait_closed(t, "handshake timeout", "CQL handshake did not complete "
+                "within %d ms (state pre-startup)" % HS_TIMEOUT_MS)
+    g.check()
+
+
+def test_frame_above_max_frame_size(real):
+    """A frame header announcing more than [listen] max_frame_size after
+    the handshake: CQL protocol ERROR on that stream, close."""
+    t, g = real(listen={"max_frame_size": "64KiB"})
+    s = handshake(t)
+    s.sendall(struct.pack(">BBhBi", 4, 0, 9, w.OP_QUERY, 65537))
+    expect_error(s, 0x000A, "frame of 65537 bytes exceeds max_frame_size "
+                 "(65536)", version=4, stream=9)
+    expect_eof(s)
+    s.close()
+    wait_closed(t, "frame too large", "app sent a frame of 65537 bytes "
+                "([listen] max_frame_size is 65536)")
+    g.check()
+
+
+def test_huge_first_frame(real):
+    """The first frame announces 2 GiB - 1: refused at the handshake limit
+    (1 MiB) without buffering it; the app gets a protocol ERROR."""
+    t, g = real()
+    s = raw(t)
+    s.sendall(struct.pack(">BBhBi", 4, 0, 3, w.OP_OPTIONS, 0x7FFFFFFF))
+    expect_error(s, 0x000A, "app frame of 2147483647 bytes during the "
+                 "handshake (limit 1048576)", version=4, stream=3)
+    expect_eof(s)
+    s.close()
+    wait_closed(t, "protocol error", "app frame of 2147483647 bytes")
+    g.check()
+
+
+def test_negative_length_first_frame(real):
+    """A negative body length in the first frame."""
+    t, g = real()
+    s = raw(t)
+    s.sendall(struct.pack(">BBhBi", 4, 0, 5, w.OP_OPTIONS, -1))
+    expect_error(s, 0x000A, "malformed frame header from app (negative "
+                 "length)", version=4, stream=5)
+    expect_eof(s)
+    s.close()
+    wait_closed(t, "protocol error", "malformed frame header from app")
+    g.check()
+
+
+def test_negative_length_after_handshake(real):
+    """A negative body length once relaying (the relay walks headers)."""
+    t, g = real()
+    s = handshake(t)
+    s.sendall(struct.pack(">BBhBi", 4, 0, 7, w.OP_QUERY, -5))
+    expect_error(s, 0x000A, "malformed frame header from app (negative "
+                 "length -5)", version=4, stream=7)
+    expect_eof(s)
+    s.close()
+    wait_closed(t, "protocol error", "app sent a frame header with a "
+                "negative length (-5) on stream 7")
+    g.check()
+
+
+@pytest.mark.parametrize("stage", ["first", "relay"])
+def test_truncated_header_then_close(real, stage):
+    """Five bytes of a header, then FIN: nothing to answer; the session
+    ends as the app closing, and the node side is released."""
+    t, g = real()
+    s = raw(t) if stage == "first" else handshake(t)
+    s.sendall(w.frame(4, 2, w.OP_QUERY, w.query_body(QUERY))[:5])
+    time.sleep(0.2)
+    s.close()
+    wait_closed(t, "app closed")
+    g.check()
+
+
+def test_garbage_after_valid_frame_in_handshake(real):
+    """A valid OPTIONS followed, in the same write, by bytes that are no
+    frame (0xff: no request version, so no stream to answer): the
+    connection is broken, closed at once (an answer still in flight for
+    the OPTIONS is dropped with it)."""
+    t, g = real()
+    s = raw(t)
+    s.sendall(w.frame(4, 0, w.OP_OPTIONS) + b"\xff" * 16)
+    expect_eof(s)
+    s.close()
+    wait_closed(t, "protocol error", "malformed frame header from app")
+    g.check()
+
+
+def test_garbage_after_valid_frame_in_relay(real):
+    """A valid QUERY followed by garbage once relaying (0xff: no request,
+    no stream): the QUERY goes to the node, the connection is closed at
+    once."""
+    t, g = real()
+    s = handshake(t)
+    s.sendall(w.frame(4, 2, w.OP_QUERY, w.query_body(QUERY))
+              + b"\xff" * 16)
+    expect_eof(s)
+    s.close()
+    wait_closed(t, "protocol error", "app: corrupt frame or segment")
+    g.check()
+
+
+def test_slowloris_before_first_frame(real):
+    """A header at one byte per 0.5 s never completes within
+    handshake_timeout (1.5 s): closed; no frame to answer."""
+    t, g = real()
+    s = raw(t)
+    hdr = w.frame(4, 0, w.OP_OPTIONS)
+    t0 = time.time()
+    try:
+        for b in hdr:
+            s.sendall(bytes([b]))
+            time.sleep(0.5)
+    except OSError:
+        pass
+    expect_eof(s)
+    assert time.time() - t0 < HS_TIMEOUT_MS / 1000 + 5
+    s.close()
+    wait_closed(t, "handshake timeout", "CQL handshake did not complete "
+                "within %d ms (state first-frame)" % HS_TIMEOUT_MS)
+    g.check()
+
+
+def test_slowloris_after_options(real):
+    """OPTIONS answered, then a STARTUP at one byte per 0.5 s: the app
+    gets a server ERROR naming the timeout, then the close."""
+    t, g = real()
+    s = raw(t)
+    s.sendall(w.frame(4, 0, w.OP_OPTIONS))
+    assert w.read_frame(s)[3] == w.OP_SUPPORTED
+    startup = w.frame(4, 1, w.OP_STARTUP, w.startup_body())
+    s.sendall(startup[:1])
+    expect_error(s, 0x0000, "cqltunnel: CQL handshake did not complete "
+                 "within %d ms" % HS_TIMEOUT_MS)
+    expect_eof(s)
+    s.close()
+    wait_closed(t, "handshake timeout", "CQL handshake did not complete")
+    g.check()
+
+
+def test_idle_and_half_open_sockets(real):
+    """Twenty connections that never send a byte, and five that send
+    half an OPTIONS and shut down their write side (half-closed): all are
+    reaped, the idle ones by the handshake timeout."""
+    t, g = real()
+    idle = [raw(t) for _ in range(20)]
+    half = []
+    for _ in range(5):
+        s = raw(t)
+        s.sendall(w.frame(4, 0, w.OP_OPTIONS)[:4])
+        s.shutdown(socket.SHUT_WR)
+        half.append(s)
+    for s in idle + half:
+        expect_eof(s, timeout=HS_TIMEOUT_MS / 1000 + 10)
+        s.close()
+    wait_closed(t, "handshake timeout", "(state first-frame)", n=20)
+    wait_closed(t, "app closed", n=5)
+    g.check()
+
+
+@pytest.mark.parametrize("stage", ["connected", "options", "startup"])
+@pytest.mark.parametrize("how", ["fin", "rst"])
+def test_app_closes_mid_handshake(real, stage, how):
+    """The app leaves right after connecting, after OPTIONS, or after
+    STARTUP (before READY), with FIN or RST: the node side is released."""
+    t, g = real()
+    s = raw(t)
+    if stage in ("options", "startup"):
+        s.sendall(w.frame(4, 0, w.OP_OPTIONS))
+    if stage == "startup":
+        assert w.read_frame(s)[3] == w.OP_SUPPORTED
+        s.sendall(w.frame(4, 1, w.OP_STARTUP, w.startup_body()))
+    if how == "rst":
+        rst_close(s)
+        reason = "app connection error"
+        detail = "Connection reset by peer"
+    else:
+        s.close()
+        reason, detail = "app closed", ""
+    lines = wait_closed(t, reason, detail)
+    assert len(lines) == 1
+    g.check()
