@@ -769,15 +769,20 @@ session_node_writecb(struct bufferevent *bev, void *arg)
 	session_drained(s, &s->node, &s->app);
 }
 
-/* Latest OpenSSL error recorded on ${bev}, or 0. */
+/*
+ * Latest OpenSSL error recorded on ${bev}, or 0.  libevent hands its errors
+ * back last first, and records SSL_get_error()'s code (1, SSL_ERROR_SSL)
+ * before the OpenSSL queue: the first one popped is the latest real error.
+ */
 static unsigned long
 session_ssl_error(struct bufferevent *bev)
 {
-	unsigned long	 e, last = 0;
+	unsigned long	 e, latest = 0;
 
 	while ((e = bufferevent_get_openssl_error(bev)) != 0)
-		last = e;
-	return (last);
+		if (latest == 0)
+			latest = e;
+	return (latest);
 }
 
 static void
@@ -800,6 +805,12 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 	}
 	serr = EVUTIL_SOCKET_ERROR();
 	err = session_ssl_error(bev);
+	if (s->tls_up && err != 0 &&
+	    ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+		/* The node closed TCP without close_notify: an EOF. */
+		err = 0;
+		what = BEV_EVENT_EOF | BEV_EVENT_READING;
+	}
 	if (s->state == SESSION_RELAY) {
 		if (what & BEV_EVENT_ERROR) {
 			session_detail(s, "%s", err != 0 ?
