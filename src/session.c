@@ -860,7 +860,9 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 	session_hs_pump(s);
 	if (s->state == SESSION_CLOSING)
 		return;
-	if (s->node.bytes > 0) {
+	if (s->node.bytes > 0 && s->hs.state != AUTH_S_WAIT_STARTUP &&
+	    s->hs.state != AUTH_S_NODE_AUTH) {
+		/* Nothing of the app's is unanswered. */
 		session_flush_close(s, &s->app, (what & BEV_EVENT_ERROR) ?
 		    SESSION_CLOSE_NODE_ERROR : SESSION_CLOSE_NODE_EOF);
 		return;
