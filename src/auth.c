@@ -646,7 +646,9 @@ auth_hs_fail_app(struct auth_hs *hs, int32_t code, const char *msg,
 		return (-1);
 	framed = hs->state == AUTH_S_APP_AUTH &&
 	    cql_version_has_segments(hs->version);
-	auth_error_to_app(hs, sink, framed, hs->first_version,
+	/* Once STARTUP is out, it is the request the app waits on. */
+	auth_error_to_app(hs, sink, framed, hs->version != 0 ? hs->version :
+	    hs->first_version, hs->version != 0 ? hs->startup_stream :
 	    hs->first_stream, code, msg, strlen(msg));
 	hs->state = AUTH_S_FAILED;
 	return (0);
