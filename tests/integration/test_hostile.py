@@ -502,3 +502,414 @@ def test_app_closes_mid_handshake(real, stage, how):
     lines = wait_closed(t, reason, detail)
     assert len(lines) == 1
     g.check()
+
+
+# =========================================================================
+# Node misbehaviour: FakeNode in front of the real node (see the module
+# docstring); the witness goes through the fake node to the real one.
+# =========================================================================
+
+PASSWORD_AUTH = "org.apache.cassandra.auth.PasswordAuthenticator"
+
+
+def lz4_segment(payload, uncompressed_len, self_contained=True):
+    """A v5 LZ4 segment with ${payload} as its (compressed) bytes and
+    ${uncompressed_len} declared (0: stored uncompressed)."""
+    word = (len(payload) | (uncompressed_len << 17)
+            | ((1 << 34) if self_contained else 0))
+    hdr = word.to_bytes(5, "little")
+    return (hdr + w.crc24(hdr).to_bytes(3, "little") + payload
+            + w.crc32(payload).to_bytes(4, "little"))
+
+
+def read_lz4_segment(sock):
+    """Read one LZ4-format segment; returns its uncompressed payload."""
+    hdr = w.read_exact(sock, 8)
+    word = int.from_bytes(hdr[:5], "little")
+    clen, ulen = word & 0x1FFFF, (word >> 17) & 0x1FFFF
+    payload = w.read_exact(sock, clen)
+    w.read_exact(sock, 4)
+    if ulen == 0:
+        return payload
+    return lz4.block.decompress(payload, uncompressed_size=ulen)
+
+
+def node_auth(conn, lz4_framing=False):
+    """Fake node: the handshake up to AUTH_SUCCESS (PasswordAuthenticator;
+    the token is not checked).  Returns (version, STARTUP stream)."""
+    v, stream = handshake_until_startup(conn)
+    conn.sendall(w.frame(v, stream, w.OP_AUTHENTICATE,
+                         w.string(PASSWORD_AUTH), response=True))
+    success = w.frame(v, stream, w.OP_AUTH_SUCCESS, w.bytes_(None),
+                      response=True)
+    if v == 5 and lz4_framing:
+        read_lz4_segment(conn)
+        conn.sendall(lz4_segment(success, 0))
+    elif v == 5:
+        w.read_crc_segment(conn)
+        conn.sendall(w.crc_segment(success))
+    else:
+        w.read_frame(conn)
+        conn.sendall(success)
+    return v, stream
+
+
+def app_v5_query(sock, stream=2):
+    """v5 app: send a QUERY in a CRC segment."""
+    sock.sendall(v5_query_segment(QUERY, stream))
+
+
+@pytest.mark.parametrize("when", ["startup-first", "after-options",
+                                  "during-sasl"])
+def test_node_closes_mid_handshake(fronted, when):
+    """The node closes during the CQL handshake: right after STARTUP (the
+    app sent it first, or after OPTIONS/SUPPORTED), or after AUTHENTICATE
+    while the tunnel's credentials are out.  The app, waiting on its
+    STARTUP, gets a server ERROR on that stream.  Fake node: a real node
+    does not drop a connection at these points on purpose."""
+    t, node, g = fronted()
+
+    def script(conn, node):
+        v, stream = handshake_until_startup(conn)
+        if when == "during-sasl":
+            conn.sendall(w.frame(v, stream, w.OP_AUTHENTICATE,
+                                 w.string(PASSWORD_AUTH), response=True))
+            w.read_frame(conn)
+    node.push(script)
+    s = raw(t)
+    if when != "startup-first":
+        s.sendall(w.frame(4, 0, w.OP_OPTIONS))
+        assert w.read_frame(s)[3] == w.OP_SUPPORTED
+    s.sendall(w.frame(4, 1, w.OP_STARTUP, w.startup_body()))
+    expect_error(s, 0x0000, "closed the connection during the CQL "
+                 "handshake", version=4, stream=1)
+    expect_eof(s)
+    s.close()
+    wait_closed(t, "node closed", "closed the connection during the CQL "
+                "handshake")
+    g.check()
+
+
+def test_node_silent_after_startup(fronted):
+    """The node takes STARTUP (after OPTIONS) and never answers: at
+    handshake_timeout the app gets a server ERROR on its STARTUP stream.
+    Fake node: a real node always answers."""
+    t, node, g = fronted()
+    done = threading.Event()
+
+    def script(conn, node):
+        handshake_until_startup(conn)
+        done.wait(30)
+    node.push(script)
+    s = raw(t)
+    s.sendall(w.frame(4, 0, w.OP_OPTIONS))
+    assert w.read_frame(s)[3] == w.OP_SUPPORTED
+    s.sendall(w.frame(4, 1, w.OP_STARTUP, w.startup_body()))
+    expect_error(s, 0x0000, "CQL handshake did not complete within %d ms "
+                 "(state wait-startup) with node" % HS_TIMEOUT_MS,
+                 version=4, stream=1)
+    expect_eof(s)
+    s.close()
+    done.set()
+    wait_closed(t, "handshake timeout", "(state wait-startup)")
+    g.check()
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_node_closes_mid_frame(fronted, version):
+    """After the handshake the node sends half a RESULT (v4: half a frame;
+    v5: half a segment) and closes: the app gets the bytes that came and
+    then the close (no ERROR can be framed into a half-sent frame); the
+    log says the node closed.  Fake node: a real node never stops
+    mid-frame."""
+    t, node, g = fronted()
+
+    def script(conn, node):
+        v, _ = node_auth(conn)
+        if v == 5:
+            _, _, st, _, _ = w.read_segment_envelope(conn)
+            seg = w.crc_segment(w.frame(5, st, w.OP_RESULT,
+                                        b"\0\0\0\1" + b"x" * 200,
+                                        response=True))
+        else:
+            _, _, st, _, _ = w.read_frame(conn)
+            seg = w.frame(4, st, w.OP_RESULT, b"\0\0\0\1" + b"x" * 200,
+                          response=True)
+        conn.sendall(seg[:len(seg) // 2])
+        time.sleep(0.2)
+    node.push(script)
+    s = handshake(t, version=version)
+    if version == 5:
+        app_v5_query(s)
+    else:
+        s.sendall(w.frame(4, 2, w.OP_QUERY, w.query_body(QUERY)))
+    with pytest.raises(ConnectionError):
+        if version == 5:
+            w.read_crc_segment(s)
+        else:
+            w.read_frame(s)
+    s.close()
+    wait_closed(t, "node closed")
+    g.check()
+
+
+@pytest.mark.parametrize("where", ["crc24-header", "crc32-payload"])
+def test_bad_v5_crc_from_node(fronted, where):
+    """The node sends a v5 segment with a wrong checksum.  In pin mode the
+    tunnel relays segments verbatim (integrity is end to end, relay.c): the
+    app receives exactly the corrupt segment and rejects it itself; the
+    tunnel is unharmed.  Fake node: a real node's checksums are right."""
+    t, node, g = fronted()
+    sent = []
+
+    def script(conn, node):
+        node_auth(conn)
+        _, _, st, _, _ = w.read_segment_envelope(conn)
+        seg = bytearray(w.crc_segment(w.frame(5, st, w.OP_RESULT,
+                                              b"\0\0\0\1", response=True)))
+        seg[3 if where == "crc24-header" else -1] ^= 0x55
+        sent.append(bytes(seg))
+        conn.sendall(bytes(seg))
+        try:
+            conn.recv(1)
+        except OSError:
+            pass
+    node.push(script)
+    s = handshake(t, version=5)
+    app_v5_query(s)
+    got = w.read_exact(s, 6 + 13 + 4)
+    assert got == sent[0]
+    with pytest.raises(ValueError, match="bad CRC"):
+        s2 = socket.socketpair()
+        try:
+            s2[0].sendall(got)
+            w.read_crc_segment(s2[1])
+        finally:
+            s2[0].close()
+            s2[1].close()
+    s.close()
+    wait_closed(t, "app closed")
+    g.check()
+
+
+def test_lz4_bomb_v4_from_node(fronted):
+    """v4 with lz4: the node's AUTHENTICATE is 'compressed' with a declared
+    uncompressed length of 2 GiB - 1.  The tunnel must not allocate it:
+    protocol ERROR to the app.  Fake node: a real node compresses
+    honestly."""
+    t, node, g = fronted()
+
+    def script(conn, node):
+        v, stream = handshake_until_startup(conn)
+        body = struct.pack(">I", 0x7FFFFFFF) + lz4.block.compress(
+            w.string(PASSWORD_AUTH), store_size=False)
+        conn.sendall(w.frame(v, stream, w.OP_AUTHENTICATE, body,
+                             flags=w.FLAG_COMPRESSION, response=True))
+        try:
+            conn.recv(1)
+        except OSError:
+            pass
+    node.push(script)
+    s = raw(t)
+    s.sendall(w.frame(4, 1, w.OP_STARTUP, w.startup_body("lz4")))
+    expect_error(s, 0x000A, "cannot decompress corrupt AUTHENTICATE from "
+                 "node", version=4, stream=1)
+    expect_eof(s)
+    s.close()
+    wait_closed(t, "protocol error", "cannot decompress corrupt "
+                "AUTHENTICATE from node")
+    g.check()
+
+
+def test_lz4_bomb_v5_segment_from_node(fronted):
+    """v5 with lz4: the node's AUTH_SUCCESS comes in an LZ4 segment that
+    declares the largest uncompressed length (131071) but holds a block
+    that expands to far more (a run of zeros).  The tunnel must reject it,
+    not overrun its buffer: protocol ERROR to the app.  Fake node."""
+    t, node, g = fronted()
+
+    def script(conn, node):
+        v, stream = handshake_until_startup(conn)
+        conn.sendall(w.frame(v, stream, w.OP_AUTHENTICATE,
+                             w.string(PASSWORD_AUTH), response=True))
+        read_lz4_segment(conn)
+        bomb = lz4.block.compress(b"\0" * (8 << 20), store_size=False)
+        conn.sendall(lz4_segment(bomb, 0x1FFFF))
+        try:
+            conn.recv(1)
+        except OSError:
+            pass
+    node.push(script)
+    s = raw(t)
+    s.sendall(w.frame(5, 1, w.OP_STARTUP, w.startup_body("lz4")))
+    expect_error(s, 0x000A, "corrupt v5 segment payload from node",
+                 version=5, stream=1)
+    expect_eof(s)
+    s.close()
+    wait_closed(t, "protocol error", "corrupt v5 segment payload from node")
+    g.check()
+
+
+def test_auth_challenge_loop(fronted):
+    """The node answers every AUTH_RESPONSE with another AUTH_CHALLENGE:
+    the tunnel stops after 4 rounds with a protocol ERROR.  Fake node: no
+    real authenticator loops."""
+    t, node, g = fronted()
+    rounds = []
+
+    def script(conn, node):
+        v, stream = handshake_until_startup(conn)
+        conn.sendall(w.frame(v, stream, w.OP_AUTHENTICATE,
+                             w.string("com.example.Chatty"), response=True))
+        while True:
+            try:
+                w.read_frame(conn)
+            except (ConnectionError, OSError):
+                return
+            rounds.append(1)
+            conn.sendall(w.frame(v, stream, w.OP_AUTH_CHALLENGE,
+                                 w.bytes_(b"?"), response=True))
+    node.push(script)
+    with pytest.raises(w.CqlError) as e:
+        w.connect(t.host, t.port)
+    assert e.value.code == 0x000A
+    assert "node sent more than 4 AUTH_CHALLENGE rounds" in e.value.message
+    wait_closed(t, "protocol error", "more than 4 AUTH_CHALLENGE rounds")
+    assert len(rounds) == 5         # the first token and 4 answers
+    g.check()
+
+
+@pytest.mark.parametrize("when,opcode,expect", [
+    ("startup", w.OP_RESULT, "node answered STARTUP with RESULT"),
+    ("startup", w.OP_SUPPORTED, "node answered STARTUP with SUPPORTED"),
+    ("sasl", w.OP_READY, "node sent READY during authentication"),
+    ("sasl", 0x0C, "node sent EVENT on stream -1 during authentication"),
+])
+def test_unexpected_opcode_in_handshake(fronted, when, opcode, expect):
+    """The node answers STARTUP, or an AUTH_RESPONSE, with an opcode that
+    has no place there: protocol ERROR to the app.  Fake node."""
+    t, node, g = fronted()
+
+    def script(conn, node):
+        v, stream = handshake_until_startup(conn)
+        st = -1 if opcode == 0x0C else stream
+        if when == "sasl":
+            conn.sendall(w.frame(v, stream, w.OP_AUTHENTICATE,
+                                 w.string(PASSWORD_AUTH), response=True))
+            w.read_frame(conn)
+        conn.sendall(w.frame(v, st, opcode, b"\0\0\0\1", response=True))
+        try:
+            conn.recv(1)
+        except OSError:
+            pass
+    node.push(script)
+    with pytest.raises(w.CqlError) as e:
+        w.connect(t.host, t.port)
+    assert e.value.code == 0x000A
+    assert e.value.message == "cqltunnel: " + expect
+    wait_closed(t, "protocol error", expect)
+    g.check()
+
+
+# --- certificates a node should never present (FakeNode: the real node has
+# one good certificate, and the witness needs it) ---
+
+@pytest.fixture(scope="module")
+def bad_certs(tmp_path_factory, pki):
+    d = str(tmp_path_factory.mktemp("bad-certs"))
+    inter = make_intermediate_ca(pki, d)
+    certs = {
+        "expired": make_server_cert(pki, d, "expired",
+                                    start="20200101000000Z",
+                                    end="20210101000000Z"),
+        "not-yet-valid": make_server_cert(pki, d, "future",
+                                          start="20450101000000Z",
+                                          end="20460101000000Z"),
+        "wrong-san": make_server_cert(pki, d, "wrong-san",
+                                      san="DNS:db.example.com, "
+                                      "IP:192.0.2.7"),
+        "self-signed": make_server_cert(pki, d, "self", self_signed=True),
+        "intermediate-missing": make_server_cert(
+            pki, d, "leaf-of-intermediate",
+            ca_files=(inter["crt"], inter["key"])),
+        "revoked": make_server_cert(pki, d, "revoked"),
+    }
+    certs["crl"] = make_crl(pki, os.path.join(d, "crl.pem"),
+                            [certs["revoked"]["crt"]])
+    return certs
+
+
+@pytest.mark.parametrize("case,expect", [
+    ("expired", "certificate has expired"),
+    ("not-yet-valid", "certificate is not yet valid"),
+    ("wrong-san", "IP address mismatch"),
+    ("self-signed", "self-signed certificate"),
+    ("intermediate-missing", "unable to get local issuer certificate"),
+    ("revoked", "certificate revoked"),
+])
+def test_bad_node_certificate(fronted, pki, bad_certs, case, expect):
+    """The node presents a certificate that must be refused: the app gets a
+    server ERROR naming the verification failure; the log has the same.
+    The tunnel has a CRL (of the test CA) revoking the 'revoked' one."""
+    t, node, g = fronted(tls={"crl_file": bad_certs["crl"]})
+    c = bad_certs[case]
+    node.push(lambda conn, node: None,
+              ctx=server_context(pki, c["crt"], c["key"]))
+    with pytest.raises(w.CqlError) as e:
+        w.connect(t.host, t.port)
+    assert e.value.code == 0x0000
+    assert e.value.message.startswith(
+        "cqltunnel: TLS to node 127.0.0.1:%d failed: node certificate "
+        "verification failed: " % node.port), e.value.message
+    assert expect in e.value.message, e.value.message
+    wait_closed(t, "TLS failed", expect)
+    g.check()
+
+
+def test_node_port_closed(fronted):
+    """The node's port refuses connections (the witness's connection,
+    made before, stays): server ERROR 'cannot connect ... Connection
+    refused'.  Fake node: to close the port while the witness's session to
+    the real node lives on."""
+    t, node, g = fronted()
+    node.close_port()
+    try:
+        with pytest.raises(w.CqlError) as e:
+            w.connect(t.host, t.port)
+        assert e.value.code == 0x0000
+        assert e.value.message == ("cqltunnel: cannot connect to node "
+                                   "127.0.0.1:%d: Connection refused"
+                                   % node.port), e.value.message
+        wait_closed(t, "connect failed", "Connection refused")
+        g.witness.wait_ok(g.witness.ok + 5)
+    finally:
+        node.reopen_port()
+    # The node is back: the next session goes through after the back-off.
+    deadline = time.time() + 30
+    while True:
+        try:
+            s = w.connect(t.host, t.port)
+            s.close()
+            break
+        except w.CqlError:
+            assert time.time() < deadline
+            time.sleep(0.5)
+    g.check()
+
+
+def test_node_never_answers_tls(fronted):
+    """The node accepts TCP and never says a word of TLS: at
+    handshake_timeout the app gets a server ERROR naming the TLS handshake.
+    Fake node (raw TCP, no TLS)."""
+    t, node, g = fronted()
+    release = threading.Event()
+    node.push(lambda raw_sock, node: release.wait(30), tls=False)
+    s = raw(t)
+    s.sendall(w.frame(4, 0, w.OP_OPTIONS))
+    expect_error(s, 0x0000, "TLS handshake did not complete within %d ms"
+                 % HS_TIMEOUT_MS, version=4, stream=0)
+    expect_eof(s)
+    s.close()
+    release.set()
+    wait_closed(t, "handshake timeout", "TLS handshake did not complete")
+    g.check()
