@@ -483,6 +483,19 @@ session_relay_failed(struct session *s, struct session_half *src)
 		session_flush_close(s, &s->app, SESSION_CLOSE_FRAME_TOO_LARGE);
 		return;
 	}
+	if (s->relay.error == RELAY_ERR_LZ4_TOO_LARGE) {
+		session_detail(s, "app sent an lz4 frame declaring %u bytes "
+		    "uncompressed ([listen] max_frame_size is %u)",
+		    s->relay.declared_len, s->gen->cfg->max_frame_size);
+		len = snprintf(msg, sizeof(msg), "cqltunnel: lz4 frame declares "
+		    "%u bytes uncompressed, above max_frame_size (%u)",
+		    s->relay.declared_len, s->gen->cfg->max_frame_size);
+		n = cql_build_error(frame, sizeof(frame), h->version,
+		    h->stream, CQL_ERR_PROTOCOL, msg, (size_t)len);
+		bufferevent_write(s->app.bev, frame, n);
+		session_flush_close(s, &s->app, SESSION_CLOSE_FRAME_TOO_LARGE);
+		return;
+	}
 	session_detail(s, "%s: %s", who, relay_error_name(s->relay.error));
 	if (src == &s->app && s->relay.error == RELAY_ERR_CORRUPT &&
 	    !s->relay.segments && h->length < 0 && !h->response &&
