@@ -913,3 +913,324 @@ def test_node_never_answers_tls(fronted):
     release.set()
     wait_closed(t, "handshake timeout", "TLS handshake did not complete")
     g.check()
+
+
+# =========================================================================
+# App-side v5 and compression abuse, against the real node
+# =========================================================================
+
+def v5_session(t, compression=None):
+    """A raw v5 session through the tunnel, READY (unframed) received."""
+    s = raw(t)
+    s.sendall(w.frame(5, 0, w.OP_OPTIONS))
+    assert w.read_frame(s)[3] == w.OP_SUPPORTED
+    s.sendall(w.frame(5, 1, w.OP_STARTUP, w.startup_body(compression)))
+    assert w.read_frame(s)[3] == w.OP_READY
+    return s
+
+
+def test_bad_v5_crc24_from_app(real):
+    """A v5 segment header from the app with a wrong CRC24: the tunnel
+    (translate mode walks segment headers) loses framing and closes the
+    session; no stream can be trusted, so no ERROR."""
+    t, g = real()
+    s = v5_session(t)
+    seg = bytearray(v5_query_segment(QUERY))
+    seg[4] ^= 0x55
+    s.sendall(bytes(seg))
+    expect_eof(s)
+    s.close()
+    wait_closed(t, "protocol error", "app: corrupt frame or segment")
+    g.check()
+
+
+def test_bad_v5_crc32_from_app(real):
+    """A v5 segment from the app with a wrong payload CRC32: the tunnel
+    does not open segments it does not rewrite, so the real node checks
+    it and drops the connection; the tunnel logs the node closing."""
+    t, g = real()
+    s = v5_session(t)
+    seg = bytearray(v5_query_segment(QUERY))
+    seg[-1] ^= 0x55
+    s.sendall(bytes(seg))
+    expect_eof(s, timeout=30)
+    s.close()
+    wait_closed(t, "node closed")
+    g.check()
+
+
+def test_lz4_bomb_v4_from_app(real):
+    """v4 with lz4: the app's QUERY body declares an uncompressed length of
+    2 GiB - 1.  Cassandra 5.0.6 allocates what is declared before
+    decompressing and dies of an OutOfMemoryError (seen with this test), so
+    the tunnel holds the declared length to max_frame_size: protocol ERROR
+    on that stream, close; the real node (the witness) lives on."""
+    t, g = real()
+    s = handshake(t, compression="lz4")
+    body = struct.pack(">I", 0x7FFFFFFF) + lz4.block.compress(
+        w.query_body(QUERY), store_size=False)
+    s.sendall(w.frame(4, 4, w.OP_QUERY, body, flags=w.FLAG_COMPRESSION))
+    expect_error(s, 0x000A, "cqltunnel: lz4 frame declares 2147483647 "
+                 "bytes uncompressed, above max_frame_size (268435456)",
+                 version=4, stream=4)
+    expect_eof(s)
+    s.close()
+    wait_closed(t, "frame too large", "app sent an lz4 frame declaring "
+                "2147483647 bytes uncompressed ([listen] max_frame_size is "
+                "268435456)")
+    g.check()
+
+
+def test_lz4_bomb_v5_segment_from_app(real, cassandra):
+    """v5 with lz4: an LZ4 segment from the app that declares 131071 bytes
+    (the format's ceiling, so nothing large is ever allocated) but expands
+    to 8 MiB.  The tunnel relays segments it does not rewrite unopened; the
+    real node fails to decode it (its log says so).  The tunnel and the
+    other sessions are unaffected."""
+    t, g = real()
+    with open(cassandra.log_path) as f:
+        f.seek(0, os.SEEK_END)
+        mark = f.tell()
+    s = v5_session(t, compression="lz4")
+    bomb = lz4.block.compress(b"\0" * (8 << 20), store_size=False)
+    s.sendall(lz4_segment(bomb, 0x1FFFF))
+    deadline = time.time() + 20
+    while True:
+        with open(cassandra.log_path) as f:
+            f.seek(mark)
+            if "Error decoding" in f.read():
+                break
+        assert time.time() < deadline, "the node never saw the segment"
+        time.sleep(0.2)
+    # Whether the node then closes is its business: either end may close.
+    s.settimeout(2)
+    try:
+        while s.recv(65536):
+            pass
+    except OSError:
+        pass
+    s.close()
+    deadline = time.time() + 15
+    while not re.search(_CLOSE_RE + "(app|node) closed$", t.log(), re.M):
+        assert time.time() < deadline, t.log()[-3000:]
+        time.sleep(0.05)
+    g.check()
+
+
+# =========================================================================
+# Resource limits, reloads, configuration, against the real node
+# =========================================================================
+
+def test_emfile(real):
+    """The daemon runs out of descriptors (RLIMIT_NOFILE lowered on the
+    running process): with room for the app socket only, the app gets a
+    server ERROR 'cannot create a socket: Too many open files'; with no
+    room at all, accept() fails and the listener backs off (logged) while
+    the witness keeps working; the connection waiting in the backlog is
+    served once descriptors are back."""
+    t, g = real(cluster={"topology": "pin"})
+    pid = t.proc.pid
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    n = fd_count(pid)
+    try:
+        # Room for one: accept() works, the node socket does not.
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (n + 1, hard))
+        s = raw(t)
+        s.sendall(w.frame(4, 0, w.OP_OPTIONS))
+        expect_error(s, 0x0000, "cqltunnel: cannot create a socket: Too "
+                     "many open files", version=4, stream=0)
+        expect_eof(s)
+        s.close()
+        wait_closed(t, "internal error", "cannot create a socket: Too many "
+                    "open files")
+        # No room: accept() itself fails.
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (n, hard))
+        pending = raw(t)
+        pending.sendall(w.frame(4, 0, w.OP_OPTIONS))
+        t.wait_log("Too many open files; pausing for 1000 ms")
+        g.witness.wait_ok(g.witness.ok + 10)
+        assert t.alive()
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    # Descriptors again: the waiting connection is accepted and served.
+    pending.settimeout(20)
+    assert w.read_frame(pending)[3] == w.OP_SUPPORTED
+    pending.sendall(w.frame(4, 1, w.OP_STARTUP, w.startup_body()))
+    assert w.read_frame(pending)[3] == w.OP_READY
+    op, _ = w.query(pending, QUERY)
+    assert op == w.OP_RESULT
+    pending.close()
+    g.check()
+
+
+def test_max_connections(real):
+    """[listen] max_connections = 3 with the witness and two sessions open:
+    a fourth connection is closed at once and the refusal logged; when a
+    session ends, new ones are taken again."""
+    t, g = real(listen={"max_connections": "3"})
+    a, b = w.connect(t.host, t.port), w.connect(t.host, t.port)
+    for _ in range(3):
+        s = raw(t)
+        expect_eof(s)
+        s.close()
+    t.wait_log("refusing connection from 127.0.0.1:")
+    assert "max_connections (3) reached" in t.log()
+    assert w.query(a, QUERY)[0] == w.OP_RESULT
+    a.close()
+    b.close()
+    wait_closed(t, "app closed", n=2)
+    g.check()
+
+
+def _ini_line(t, key, value):
+    with open(t.ini) as f:
+        return f.read().splitlines().index("%s = %s" % (key, value)) + 1
+
+
+def test_sighup_with_broken_config_during_traffic(real):
+    """SIGHUP while sessions run, with an INI syntax error and a missing
+    key file: the reload is refused, every error is logged with file and
+    line, the old configuration keeps serving (witness, eight busy
+    sessions, new sessions); fixed, the next SIGHUP applies."""
+    t, g = real()
+    stop = threading.Event()
+    errors, done = [], [0]
+
+    def busy():
+        try:
+            s = w.connect(t.host, t.port)
+            while not stop.is_set():
+                assert w.query(s, QUERY)[0] == w.OP_RESULT
+                done[0] += 1
+            s.close()
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+    threads = [threading.Thread(target=busy) for _ in range(8)]
+    for th in threads:
+        th.start()
+    good = dict(t.sections["tls"])
+    # An INI syntax error.
+    write_ini(t.ini, t.sections)
+    with open(t.ini, "a") as f:
+        f.write("[log]\nthis is not ini\n")
+    nlines = len(open(t.ini).read().splitlines())
+    t.sighup()
+    t.wait_log_count("reload failed (", 1)
+    assert "%s:%d: syntax error" % (t.ini, nlines) in t.log()
+    # A key file that is not there.
+    t.sections["tls"]["key_file"] = "/nonexistent/client.key"
+    write_ini(t.ini, t.sections)
+    key_line = _ini_line(t, "key_file", "/nonexistent/client.key")
+    for i in range(2):
+        t.sighup()
+        t.wait_log_count("reload failed (", i + 2)
+    assert "%s:%d: [tls] key_file" % (t.ini, key_line) in t.log()
+    assert t.count_log("still using configuration generation 1") == 3
+    before = done[0]
+    time.sleep(0.5)
+    assert done[0] > before
+    t.sections["tls"] = good
+    write_ini(t.ini, t.sections)
+    t.sighup()
+    t.wait_log("configuration reloaded from")
+    stop.set()
+    for th in threads:
+        th.join(timeout=30)
+    assert errors == []
+    g.check()
+
+
+@pytest.fixture
+def bad_config(pki, password_file, tmp_path):
+    """Broken settings: ${name} -> (section, key, value, expected text)."""
+    world = password_file("cassandra", "world-readable")
+    os.chmod(world, 0o644)
+    os.makedirs(str(tmp_path / "a-directory"), exist_ok=True)
+    wrong_pass = password_file("not-the-passphrase", "wrong-passphrase")
+    return {
+        "key-not-matching-cert": (
+            "tls", {"key_file": pki["other_client_key"]},
+            "key_file", "does not match certificate"),
+        "encrypted-key-wrong-passphrase": (
+            "tls", {"key_file": pki["client_enc_key"],
+                    "key_password_file": wrong_pass},
+            "key_file", "wrong passphrase in key_password_file?"),
+        "password-file-world-readable": (
+            "auth", {"password_file": world},
+            "password_file", "readable by everyone (mode 0644)"),
+        "password-file-missing": (
+            "auth", {"password_file": str(tmp_path / "no-such-file")},
+            "password_file", "No such file or directory"),
+        "password-file-not-a-file": (
+            "auth", {"password_file": str(tmp_path / "a-directory")},
+            "password_file", "not a regular file"),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "key-not-matching-cert", "encrypted-key-wrong-passphrase",
+    "password-file-world-readable", "password-file-missing",
+    "password-file-not-a-file"])
+def test_config_refused(real, tunnel_config, tmp_path, bad_config, case):
+    """A configuration the daemon must refuse: `cqltunnel -t` exits 1 and
+    start-up fails, both naming file, line, section and key; a SIGHUP to a
+    running daemon with it is refused and the old configuration serves
+    on (witness)."""
+    section, keys, key, expect = bad_config[case]
+    cfg = tunnel_config(**{section: keys})
+    bad = Tunnel(str(tmp_path), cfg, name="bad")
+    rc, out = bad.check()
+    write_ini(bad.ini, bad.sections)
+    where = "%s:%d: [%s] %s" % (bad.ini, _ini_line(bad, key, keys[key]),
+                                section, key)
+    assert rc == 1, out
+    assert any(where in ln and expect in ln for ln in out.splitlines()), out
+    with pytest.raises(RuntimeError) as e:
+        bad.start()
+    assert where in str(e.value) and expect in str(e.value), str(e.value)
+    assert bad.proc.returncode != 0
+
+    t, g = real()
+    t.sections[section].update(keys)
+    write_ini(t.ini, t.sections)
+    t.sighup()
+    t.wait_log("reload failed (")
+    where = "%s:%d: [%s] %s" % (t.ini, _ini_line(t, key, keys[key]),
+                                section, key)
+    assert any(where in ln and expect in ln for ln in t.log().splitlines()
+               if " error reload: " in ln), t.log()
+    g.check()
+
+
+def test_contact_point_does_not_resolve(tmp_path, tunnel_config):
+    """A contact point whose name does not resolve: `-t` names it (file,
+    line, key); the daemon starts anyway (names may resolve later) and
+    answers each app with a server ERROR.  With a resolvable contact point
+    next to it, sessions go there.  No witness: a daemon whose only node
+    cannot be reached has no session to disturb."""
+    cfg = tunnel_config(cluster={"contact_points":
+                                 "no-such-node.invalid:9042",
+                                 "topology": "pin"})
+    t = Tunnel(str(tmp_path), cfg, name="nodns")
+    rc, out = t.check()
+    assert rc == 1
+    where = "%s:%d: [cluster] contact_points" % (
+        t.ini, _ini_line(t, "contact_points", "no-such-node.invalid:9042"))
+    assert where in out and 'cannot resolve "no-such-node.invalid"' in out, \
+        out
+    t.start()
+    try:
+        t.wait_log("contact point no-such-node.invalid: cannot resolve")
+        base = settled_fds(t.proc.pid)
+        for _ in range(3):
+            with pytest.raises(w.CqlError) as e:
+                w.connect(t.host, t.port)
+            assert e.value.code == 0x0000
+            assert e.value.message == ("cqltunnel: no contact point has an "
+                                       "address"), e.value.message
+        wait_closed(t, "no node available", "no contact point has an "
+                    "address", n=3)
+        assert t.alive()
+        assert settled_fds(t.proc.pid) == base
+    finally:
+        stop_checked(t)
