@@ -26,13 +26,14 @@ says why it needs the fake.
 """
 
 import os
+import pathlib
 import re
 import resource
-import signal
+import shutil
 import socket
-import ssl
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -42,7 +43,7 @@ import pytest
 import cqlwire as w
 from fake_node import FakeNode, handshake_until_startup, server_context
 from pki_extra import make_crl, make_intermediate_ca, make_server_cert
-from tunnel import Tunnel, write_ini
+from tunnel import Tunnel, binary, write_ini
 
 QUERY = "SELECT release_version FROM system.local"
 HS_TIMEOUT_MS = 1500
@@ -1234,3 +1235,50 @@ def test_contact_point_does_not_resolve(tmp_path, tunnel_config):
         assert settled_fds(t.proc.pid) == base
     finally:
         stop_checked(t)
+
+
+def test_password_file_unreadable(pki, cassandra):
+    """A password file the service user cannot read (mode 0600, owned by
+    someone else): `cqltunnel -t` and start-up, run as uid 65534 with every
+    other file readable to it, fail naming file, line, key and the
+    permission error.  (Root reads any file, so the daemon is run as
+    another user; a running daemon's reload refusal is
+    test_config_refused.)"""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the daemon as another uid")
+    # Under /tmp itself: pytest's own temporary directories are 0700.
+    d = pathlib.Path(tempfile.mkdtemp(prefix="cqltunnel-as-nobody-"))
+    for k in ("ca_crt", "client_crt", "client_key"):
+        dst = d / os.path.basename(pki[k])
+        dst.write_bytes(open(pki[k], "rb").read())
+        os.chmod(str(dst), 0o600)
+        os.chown(str(dst), 65534, 65534)
+    secret = d / "password"
+    secret.write_text("cassandra\n")
+    os.chmod(str(secret), 0o600)        # root's
+    os.chown(str(d), 65534, 65534)
+    os.chmod(str(d), 0o755)
+    sections = {
+        "cluster": {"contact_points": "127.0.0.1:%d" % cassandra.native_port},
+        "tls": {k: str(d / os.path.basename(pki[v])) for k, v in (
+            ("ca_file", "ca_crt"), ("cert_file", "client_crt"),
+            ("key_file", "client_key"))},
+        "auth": {"username": "cassandra", "password_file": str(secret)},
+    }
+    t = Tunnel(str(d), sections, name="nobody")
+    write_ini(t.ini, t.sections)
+    os.chown(t.ini, 65534, 65534)
+    where = "%s:%d: [auth] password_file: %s: Permission denied" % (
+        t.ini, _ini_line(t, "password_file", str(secret)), secret)
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534",
+                 "--clear-groups", "--inh-caps=-all", "--"]
+    try:
+        for args in (["-t", "-c", t.ini], ["-c", t.ini]):
+            p = subprocess.run(as_nobody + [binary()] + args,
+                               stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=30)
+            out = p.stdout.decode()
+            assert p.returncode == 1, out
+            assert where in out, out
+    finally:
+        shutil.rmtree(str(d), ignore_errors=True)
