@@ -868,7 +868,9 @@ def bad_certs(tmp_path_factory, pki):
 def test_bad_node_certificate(fronted, pki, bad_certs, case, expect):
     """The node presents a certificate that must be refused: the app gets a
     server ERROR naming the verification failure; the log has the same.
-    The tunnel has a CRL (of the test CA) revoking the 'revoked' one."""
+    The tunnel has a CRL (of the test CA) revoking the 'revoked' one.
+    Fake node: the real node has one good certificate, which the witness
+    needs on the same tunnel."""
     t, node, g = fronted(tls={"crl_file": bad_certs["crl"]})
     c = bad_certs[case]
     node.push(lambda conn, node: None,
