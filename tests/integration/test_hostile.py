@@ -39,6 +39,7 @@ import time
 
 import lz4.block
 import pytest
+import snappy
 
 import cqlwire as w
 from fake_node import FakeNode, handshake_until_startup, server_context
@@ -998,6 +999,30 @@ def test_lz4_bomb_v4_from_app(real):
     wait_closed(t, "frame too large", "app sent an lz4 frame declaring "
                 "2147483647 bytes uncompressed ([listen] max_frame_size is "
                 "268435456)")
+    g.check()
+
+
+def test_snappy_bomb_v4_from_app(real):
+    """v4 with snappy: the app's QUERY declares 2 GiB - 1 in its snappy
+    length varint.  Relayed unopened (unlike lz4, the real node checks
+    the stream before allocating: seen with this test); its protocol ERROR
+    reaches the app, and the node lives on (the witness)."""
+    t, g = real()
+    s = handshake(t, compression="snappy")
+    qb = w.query_body(QUERY)
+    assert len(qb) <= 60
+    body = b"\xff\xff\xff\xff\x07" + bytes([(len(qb) - 1) << 2]) + qb
+    s.sendall(w.frame(4, 2, w.OP_QUERY, body, flags=w.FLAG_COMPRESSION))
+    v, flags, st, op, body = w.read_frame(s)
+    if flags & w.FLAG_COMPRESSION:
+        body = snappy.decompress(body)
+    # Cassandra reports the undecodable frame on stream 0.
+    assert (st, op) == (0, w.OP_ERROR)
+    code, msg = w.parse_error(body)
+    assert code == 0x000A, (code, msg)
+    assert "does not appear to be Snappy compressed" in msg, msg
+    s.close()
+    wait_closed_any(t, [("app closed", ""), ("node closed", "")])
     g.check()
 
 
