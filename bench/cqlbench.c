@@ -13,6 +13,10 @@
  *   bulk      large frames; MiB/s of requests sent and answered
  *   sessions  connect + TLS + full CQL handshake, close, repeat: sessions/s
  *   idle      open N sessions, print a "ready" line, hold them T seconds
+ *             (--ping S: every S seconds each session sends one request)
+ *
+ * sessions --query: one request per session, answered, before the close;
+ * -n N stops the sessions mode after N sessions.
  *
  * Output: one line of JSON on stdout, one human-readable line on stderr.
  */
@@ -108,6 +112,8 @@ static struct {
 	double			 warmup;
 	uint64_t		 max_requests;
 	double			 hold;
+	double			 ping;		/* idle: request period */
+	bool			 session_query;	/* sessions: one request */
 	const char		*user;
 	const char		*password;
 	const char		*label;
@@ -136,6 +142,8 @@ static struct {
 	char			 first_error[256];
 	struct cb_hist		 hist;
 	struct event		*timer;
+	struct event		*ping_timer;
+	uint64_t		 pings;		/* idle: requests answered */
 } cb;
 
 static void	cb_connect(struct cb_conn *);
@@ -160,6 +168,9 @@ cb_usage(int rc)
 "  -w, --warmup SECS          warm-up, not measured (default 1)\n"
 "  -n, --requests N           stop after N measured requests\n"
 "  -H, --hold SECS            idle mode: hold the sessions (default 10)\n"
+"  -P, --ping SECS            idle mode: each session sends a request every\n"
+"                             SECS (default 0: none)\n"
+"  -Q, --query                sessions mode: one request per session\n"
 "  -l, --label TEXT           label copied into the JSON line\n"
 "  -h, --help\n");
 	exit(rc);
@@ -349,6 +360,25 @@ cb_send_auth(struct cb_conn *c, int16_t stream)
 	cb_send(c, buf, n);
 }
 
+/* Sessions mode: ${c} is done; count it and start the next one. */
+static void
+cb_session_done(struct cb_conn *c)
+{
+
+	if (cb.measuring) {
+		cb.sessions++;
+		hist_record(&cb.hist, cb.now - c->start_ns);
+	}
+	cb_drop(c);
+	if (cb.measuring && cb.max_requests > 0 &&
+	    cb.sessions >= cb.max_requests) {
+		cb_stop();
+		return;
+	}
+	if (!cb.stopping)
+		cb_connect(c);
+}
+
 /* The handshake is done: start the mode's work on ${c}. */
 static void
 cb_ready(struct cb_conn *c)
@@ -363,13 +393,12 @@ cb_ready(struct cb_conn *c)
 			cb_send_request(c, (int16_t)i);
 		break;
 	case CB_SESSIONS:
-		if (cb.measuring) {
-			cb.sessions++;
-			hist_record(&cb.hist, cb.now - c->start_ns);
+		if (cb.session_query) {
+			cb_send_request(c, 0);
+			cb_flush(c);
+			break;
 		}
-		cb_drop(c);
-		if (!cb.stopping)
-			cb_connect(c);
+		cb_session_done(c);
 		break;
 	case CB_IDLE:
 		hist_record(&cb.hist, cb.now - c->start_ns);
@@ -473,6 +502,14 @@ cb_response(struct cb_conn *c, const struct cql_header *h,
 		cb_note_error("response opcode", cql_opcode_name(h->opcode));
 	}
 	c->inflight--;
+	if (cb.mode == CB_IDLE) {
+		cb.pings++;
+		return;
+	}
+	if (cb.mode == CB_SESSIONS) {
+		cb_session_done(c);
+		return;
+	}
 	if (cb.measuring) {
 		hist_record(&cb.hist, cb.now - c->sent_ns[stream]);
 		cb.completed++;
@@ -795,6 +832,27 @@ cb_timer_cb(evutil_socket_t fd, short what, void *arg)
 	cb_stop();
 }
 
+/* Idle mode: one request on every ready session with none in flight. */
+static void
+cb_ping_cb(evutil_socket_t fd, short what, void *arg)
+{
+	uint32_t	i;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	cb.now = bu_now_ns();
+	for (i = 0; i < cb.conns; i++) {
+		struct cb_conn	*c = &cb.conn[i];
+
+		if (c->bev == NULL || c->state != CB_READY ||
+		    c->inflight > 0)
+			continue;
+		cb_send_request(c, 0);
+		cb_flush(c);
+	}
+}
+
 /* SIGINT/SIGTERM: stop (idle mode: end the hold early). */
 static void
 cb_signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -946,6 +1004,8 @@ cb_report(void)
 	    secs, (unsigned long long)count, rate, mibs,
 	    (unsigned long long)cb.errors, (unsigned long long)cb.conn_errors,
 	    p50, p90, p99, p999, mx);
+	if (cb.mode == CB_IDLE)
+		printf(",\"pings\":%llu", (unsigned long long)cb.pings);
 	if (cb.first_error[0] != '\0') {
 		char	*s;
 
@@ -988,6 +1048,8 @@ main(int argc, char *argv[])
 		{ "warmup", required_argument, NULL, 'w' },
 		{ "requests", required_argument, NULL, 'n' },
 		{ "hold", required_argument, NULL, 'H' },
+		{ "ping", required_argument, NULL, 'P' },
+		{ "query", no_argument, NULL, 'Q' },
 		{ "label", required_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
@@ -1010,7 +1072,7 @@ main(int argc, char *argv[])
 	cb.user = "cassandra";
 	cb.password = "cassandra";
 	cb.label = "";
-	while ((ch = getopt_long(argc, argv, "+m:c:d:o:s:v:t:u:p:D:w:n:H:l:h",
+	while ((ch = getopt_long(argc, argv, "+m:c:d:o:s:v:t:u:p:D:w:n:H:P:Ql:h",
 	    longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'm':
@@ -1085,6 +1147,13 @@ main(int argc, char *argv[])
 			if (bu_parse_secs(optarg, &cb.hold) == -1)
 				cb_usage(1);
 			break;
+		case 'P':
+			if (bu_parse_secs(optarg, &cb.ping) == -1)
+				cb_usage(1);
+			break;
+		case 'Q':
+			cb.session_query = true;
+			break;
 		case 'l':
 			cb.label = optarg;
 			if (strpbrk(cb.label, "\"\\") != NULL)
@@ -1128,6 +1197,13 @@ main(int argc, char *argv[])
 	event_add(sigterm, NULL);
 
 	cb.t0 = bu_now_ns();
+	if (cb.mode == CB_IDLE && cb.ping > 0) {
+		cb.ping_timer = event_new(cb.base, -1, EV_PERSIST, cb_ping_cb,
+		    NULL);
+		tv.tv_sec = (time_t)cb.ping;
+		tv.tv_usec = (suseconds_t)((cb.ping - (double)tv.tv_sec) * 1e6);
+		event_add(cb.ping_timer, &tv);
+	}
 	if (cb.mode == CB_IDLE) {
 		cb.measuring = true;
 		start = cb.conns < CB_IDLE_OPENING ? cb.conns : CB_IDLE_OPENING;
@@ -1158,6 +1234,8 @@ main(int argc, char *argv[])
 	free(cb.conn);
 	free(cb.req);
 	event_free(cb.timer);
+	if (cb.ping_timer != NULL)
+		event_free(cb.ping_timer);
 	event_free(sigint);
 	event_free(sigterm);
 	event_base_free(cb.base);

@@ -404,7 +404,23 @@ auth_app_pre_startup(struct auth_hs *hs, const uint8_t *p, size_t n,
 	used = auth_read_unit(hs, p, n, false, false, &hs->need_app, &m,
 	    "app");
 	if (used < 0) {
-		/* No ERROR to the app: its frame header is not trustworthy. */
+		/*
+		 * A header of a known request version (negative or oversized
+		 * length) still names a stream the app waits on: answer it.
+		 * Anything else is not a header to trust.
+		 */
+		if (n >= CQL_HEADER_LEN && (p[0] == CQL_V3 || p[0] == CQL_V4 ||
+		    p[0] == CQL_V5 || p[0] == CQL_DSE_V1 ||
+		    p[0] == CQL_DSE_V2)) {
+			char	 msg[300];
+			int	 len;
+
+			len = snprintf(msg, sizeof(msg), "cqltunnel: %s",
+			    hs->reason);
+			auth_error_to_app(hs, sink, false, p[0],
+			    (int16_t)((p[2] << 8) | p[3]), CQL_ERR_PROTOCOL, msg,
+			    (size_t)len);
+		}
 		hs->failure = AUTH_FAIL_PROTOCOL;
 		hs->state = AUTH_S_FAILED;
 		return (-1);
@@ -633,7 +649,9 @@ auth_hs_fail_app(struct auth_hs *hs, int32_t code, const char *msg,
 		return (-1);
 	framed = hs->state == AUTH_S_APP_AUTH &&
 	    cql_version_has_segments(hs->version);
-	auth_error_to_app(hs, sink, framed, hs->first_version,
+	/* Once STARTUP is out, it is the request the app waits on. */
+	auth_error_to_app(hs, sink, framed, hs->version != 0 ? hs->version :
+	    hs->first_version, hs->version != 0 ? hs->startup_stream :
 	    hs->first_stream, code, msg, strlen(msg));
 	hs->state = AUTH_S_FAILED;
 	return (0);

@@ -229,7 +229,7 @@ header_len(uint8_t version)
  * cql_header_parse(p, n, h):
  * Decode the header at ${p}.  Returns the header length (8 or 9) when it is
  * complete and well-formed, 0 if more bytes are needed, -1 if the length is
- * negative.  Any version byte is accepted here: version policy belongs to
+ * negative (${h} is filled in all the same).  Any version byte is accepted here: version policy belongs to
  * the caller (the first frame must be relayed whatever its version).
  */
 int
@@ -246,23 +246,20 @@ cql_header_parse(const uint8_t *p, size_t n, struct cql_header *h)
 
 	if (hl == CQL_HEADER_LEN_V1V2) {
 		len = load_be32(&p[4]);
-		if (len > INT32_MAX)
-			return (-1);
 		h->stream = (int16_t)(p[2] < 0x80 ? p[2] : p[2] - 0x100);
 		h->opcode = p[3];
 	} else {
 		len = load_be32(&p[5]);
-		if (len > INT32_MAX)
-			return (-1);
 		h->stream = s16_from_u16(load_be16(&p[2]));
 		h->opcode = p[4];
 	}
+	/* Filled in even when malformed, for the caller's error report. */
 	h->version = p[0] & (uint8_t)~CQL_VERSION_RESPONSE;
 	h->response = (p[0] & CQL_VERSION_RESPONSE) != 0;
 	h->flags = p[1];
 	h->length = (int32_t)len;
 	h->hdr_len = (uint8_t)hl;
-	return ((int)hl);
+	return (len > INT32_MAX ? -1 : (int)hl);
 }
 
 /*

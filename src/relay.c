@@ -49,6 +49,8 @@ relay_error_name(enum relay_error e)
 		return ("ok");
 	case RELAY_ERR_TOO_LARGE:
 		return ("frame too large");
+	case RELAY_ERR_LZ4_TOO_LARGE:
+		return ("lz4 body declares a length above max_frame_size");
 	case RELAY_ERR_CORRUPT:
 		return ("corrupt frame or segment");
 	case RELAY_ERR_NOMEM:
@@ -496,6 +498,7 @@ move_frames(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 			break;
 		evbuffer_copyout(in, hdr, r->hdr_len);
 		if (cql_header_parse(hdr, r->hdr_len, &ch) <= 0) {
+			d->last = ch;	/* negative length: for the report */
 			r->error = RELAY_ERR_CORRUPT;
 			return (-1);
 		}
@@ -503,6 +506,27 @@ move_frames(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 		if ((uint32_t)ch.length > r->max_frame) {
 			r->error = RELAY_ERR_TOO_LARGE;
 			return (-1);
+		}
+		if (d->from_app && r->comp == RELAY_COMP_LZ4 &&
+		    (ch.flags & CQL_FLAG_COMPRESSION) && ch.length >= 4) {
+			/*
+			 * The node allocates what an lz4 body declares before
+			 * decompressing it (a 2 GiB claim takes Cassandra down
+			 * with an OutOfMemoryError): hold it to max_frame_size.
+			 */
+			uint8_t	 lh[CQL_HEADER_LEN + 4];
+
+			if (avail < (size_t)r->hdr_len + 4)
+				break;
+			evbuffer_copyout(in, lh, (size_t)r->hdr_len + 4);
+			r->declared_len = (uint32_t)lh[r->hdr_len] << 24 |
+			    (uint32_t)lh[r->hdr_len + 1] << 16 |
+			    (uint32_t)lh[r->hdr_len + 2] << 8 |
+			    (uint32_t)lh[r->hdr_len + 3];
+			if (r->declared_len > r->max_frame) {
+				r->error = RELAY_ERR_LZ4_TOO_LARGE;
+				return (-1);
+			}
 		}
 		total = r->hdr_len + (size_t)ch.length;
 		if (opcode_watched(r, d, ch.opcode)) {

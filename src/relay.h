@@ -28,6 +28,7 @@
 enum relay_error {
 	RELAY_OK,
 	RELAY_ERR_TOO_LARGE,	/* frame above max_frame_size */
+	RELAY_ERR_LZ4_TOO_LARGE, /* app lz4 body declares more than that */
 	RELAY_ERR_CORRUPT,	/* bad header, checksum or compression */
 	RELAY_ERR_NOMEM,
 };
@@ -70,6 +71,7 @@ struct relay {
 	struct relay_buf	 out;		/* rewritten output */
 	struct relay_buf	 seg;		/* encoded segments */
 	enum relay_error	 error;
+	uint32_t		 declared_len;	/* for RELAY_ERR_LZ4_TOO_LARGE */
 	uint64_t		 rewrites;	/* frames rewritten */
 };
 

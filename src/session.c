@@ -624,7 +624,32 @@ session_relay_failed(struct session *s, struct session_half *src)
 		return (session_flush_close(s, &s->app,
 		    SESSION_CLOSE_FRAME_TOO_LARGE));
 	}
+	if (s->relay.error == RELAY_ERR_LZ4_TOO_LARGE) {
+		session_detail(s, "app sent an lz4 frame declaring %u bytes "
+		    "uncompressed ([listen] max_frame_size is %u)",
+		    s->relay.declared_len, s->gen->cfg->max_frame_size);
+		len = snprintf(msg, sizeof(msg), "cqltunnel: lz4 frame declares "
+		    "%u bytes uncompressed, above max_frame_size (%u)",
+		    s->relay.declared_len, s->gen->cfg->max_frame_size);
+		n = cql_build_error(frame, sizeof(frame), h->version,
+		    h->stream, CQL_ERR_PROTOCOL, msg, (size_t)len);
+		session_app_write(s, frame, n);
+		return (session_flush_close(s, &s->app,
+		    SESSION_CLOSE_FRAME_TOO_LARGE));
+	}
 	session_detail(s, "%s: %s", who, relay_error_name(s->relay.error));
+	if (src == &s->app && s->relay.error == RELAY_ERR_CORRUPT &&
+	    !s->relay.segments && h->length < 0 && !h->response &&
+	    h->version == s->relay.version) {
+		/* A request header with a negative length: answer its stream. */
+		session_detail(s, "app sent a frame header with a negative "
+		    "length (%d) on stream %d", h->length, h->stream);
+		len = snprintf(msg, sizeof(msg), "cqltunnel: malformed frame "
+		    "header from app (negative length %d)", h->length);
+		n = cql_build_error(frame, sizeof(frame), h->version,
+		    h->stream, CQL_ERR_PROTOCOL, msg, (size_t)len);
+		session_app_write(s, frame, n);
+	}
 	return (session_flush_close(s, &s->app,
 	    s->relay.error == RELAY_ERR_NOMEM ? SESSION_CLOSE_INTERNAL :
 	    SESSION_CLOSE_PROTOCOL));
@@ -1003,19 +1028,21 @@ session_node_writecb(struct bufferevent *bev, void *arg)
 }
 
 /*
- * Latest OpenSSL error recorded on ${bev}, or 0.  One from a library
- * wins over libevent's bare SSL_get_error() code (library 0).
+ * Latest OpenSSL error recorded on ${bev}, or 0.  libevent hands its errors
+ * back last first, and records SSL_get_error()'s code (library 0) before
+ * the OpenSSL queue: the first error from a library popped is the latest
+ * real one; libevent's bare code only when there is no other.
  */
 static unsigned long
 session_ssl_error(struct bufferevent *bev)
 {
-	unsigned long	 e, last = 0;
+	unsigned long	 e, latest = 0;
 
-	while ((e = bufferevent_get_openssl_error(bev)) != 0) {
-		if (ERR_GET_LIB(e) != 0 || ERR_GET_LIB(last) == 0)
-			last = e;
-	}
-	return (last);
+	while ((e = bufferevent_get_openssl_error(bev)) != 0)
+		if (latest == 0 || (ERR_GET_LIB(latest) == 0 &&
+		    ERR_GET_LIB(e) != 0))
+			latest = e;
+	return (latest);
 }
 
 static void
@@ -1045,6 +1072,12 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 	}
 	serr = EVUTIL_SOCKET_ERROR();
 	err = session_ssl_error(bev);
+	if (s->tls_up && err != 0 &&
+	    ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+		/* The node closed TCP without close_notify: an EOF. */
+		err = 0;
+		what = BEV_EVENT_EOF | BEV_EVENT_READING;
+	}
 	if (s->state == SESSION_CLOSING) {
 		session_close(s, s->closing_reason);
 		return;
@@ -1082,7 +1115,9 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 	session_hs_pump(s);
 	if (s->state == SESSION_CLOSING)
 		return;
-	if (s->node.bytes > 0) {
+	if (s->node.bytes > 0 && s->hs.state != AUTH_S_WAIT_STARTUP &&
+	    s->hs.state != AUTH_S_NODE_AUTH) {
+		/* Nothing of the app's is unanswered. */
 		session_flush_close(s, &s->app, (what & BEV_EVENT_ERROR) ?
 		    SESSION_CLOSE_NODE_ERROR : SESSION_CLOSE_NODE_EOF);
 		return;

@@ -12,6 +12,21 @@ from cassandra_cluster import CassandraCluster  # noqa: E402
 from cassandra_node import CassandraNode, make_pki  # noqa: E402
 
 
+def _external_node():
+    """CQLTUNNEL_NODE_STATE=BASE/node.json (written by `cassandra_node.py
+    --base BASE start`): use that already running node and its PKI instead
+    of starting one, to iterate on a suite without the node's start-up.
+    Only tests that need nothing but its address may run this way."""
+    path = os.environ.get("CQLTUNNEL_NODE_STATE")
+    if not path:
+        return None
+    import json
+    import types
+    with open(path) as f:
+        info = json.load(f)
+    return types.SimpleNamespace(**info)
+
+
 @pytest.fixture(scope="session")
 def base(tmp_path_factory):
     return tmp_path_factory.mktemp("cqltunnel-it")
@@ -19,11 +34,18 @@ def base(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pki(base):
+    ext = _external_node()
+    if ext is not None:
+        return ext.pki
     return make_pki(str(base / "pki"))
 
 
 @pytest.fixture(scope="session")
 def cassandra(base, pki):
+    ext = _external_node()
+    if ext is not None:
+        yield ext
+        return
     with CassandraNode(str(base), pki=pki) as node:
         yield node
 

@@ -116,3 +116,85 @@ def crl_serials(path):
     return {int(line.split(":", 1)[1].strip(), 16)
             for line in out.splitlines()
             if line.strip().startswith("Serial Number:")}
+
+
+# --- server certificates a node should never present (test_hostile.py) ---
+
+_SERVER_EXT = _LEAF_EXT.format(eku="serverAuth") + "subjectAltName = {san}\n"
+_INTERMEDIATE_EXT = """\
+basicConstraints = critical, CA:TRUE, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+"""
+
+_SIGN_CONF = """\
+[ca]
+default_ca = sign
+
+[sign]
+dir = {dir}
+database = $dir/index.txt
+new_certs_dir = $dir
+serial = $dir/serial
+certificate = {ca_crt}
+private_key = {ca_key}
+default_md = sha256
+policy = anything
+copy_extensions = none
+unique_subject = no
+
+[anything]
+commonName = supplied
+"""
+
+
+def make_server_cert(pki, directory, name, san="IP:127.0.0.1",
+                     cn="localhost", start=None, end=None, ca="ca",
+                     ca_files=None, self_signed=False, ext=None):
+    """A new RSA-2048 key and server certificate (serverAuth, ${san})
+    written as ${directory}/${name}.crt and .key.  Signed by the test CA
+    (or ${ca}, or the (crt, key) pair ${ca_files}), or self-signed; with
+    ${start}/${end} (openssl's YYYYMMDDHHMMSSZ) as validity, so that
+    expired and not-yet-valid certificates can be made.  Returns
+    {"crt", "key"}."""
+    os.makedirs(directory, exist_ok=True)
+    crt = os.path.join(directory, name + ".crt")
+    key = os.path.join(directory, name + ".key")
+    t = tempfile.mkdtemp(prefix=".srv.", dir=directory)
+    try:
+        with open(os.path.join(t, "leaf.ext"), "w") as f:
+            f.write(ext or _SERVER_EXT.format(san=san))
+        openssl("req", "-newkey", "rsa:2048", "-noenc", "-keyout",
+                "leaf.key", "-out", "leaf.csr", "-subj", "/CN=" + cn,
+                "-config", "/dev/null", cwd=t)
+        if self_signed:
+            ca_crt, ca_key = os.path.join(t, "leaf.crt"), \
+                os.path.join(t, "leaf.key")
+        else:
+            ca_crt, ca_key = ca_files or _ca_paths(pki, ca)
+        open(os.path.join(t, "index.txt"), "w").close()
+        with open(os.path.join(t, "serial"), "w") as f:
+            f.write(os.urandom(12).hex() + "\n")
+        conf = os.path.join(t, "sign.cnf")
+        with open(conf, "w") as f:
+            f.write(_SIGN_CONF.format(dir=t, ca_crt=ca_crt, ca_key=ca_key))
+        args = ["ca", "-batch", "-notext", "-config", conf, "-in",
+                "leaf.csr", "-out", "leaf.crt", "-extfile", "leaf.ext"]
+        if self_signed:
+            args.append("-selfsign")
+        args += ["-startdate", start or "20200101000000Z",
+                 "-enddate", end or "20491231235959Z"]
+        openssl(*args, cwd=t)
+        os.chmod(os.path.join(t, "leaf.key"), 0o600)
+        os.replace(os.path.join(t, "leaf.crt"), crt)
+        os.replace(os.path.join(t, "leaf.key"), key)
+    finally:
+        shutil.rmtree(t, ignore_errors=True)
+    return {"crt": crt, "key": key}
+
+
+def make_intermediate_ca(pki, directory, name="intermediate"):
+    """An intermediate CA signed by the test CA: {"crt", "key"}."""
+    return make_server_cert(pki, directory, name, cn="cqltunnel test "
+                            "intermediate CA", ext=_INTERMEDIATE_EXT)
