@@ -119,14 +119,13 @@ fuzz_bodies(uint8_t version, const uint8_t *p, size_t n,
 	out = fuzz_malloc(n);
 	r = topo_rewrite_rows(rw, version, body, n, out, n, &need);
 	FUZZ_CHECK(r >= -2 && (r < 0 || (size_t)r <= n));
-	free(out);
 	if (r == -2) {
 		FUZZ_CHECK(need > n);
+		free(out);
 		out = fuzz_malloc(need);
 		r = topo_rewrite_rows(rw, version, body, n, out, need, &need);
 		FUZZ_CHECK(r >= 0 && (size_t)r <= need);
-	} else
-		out = fuzz_malloc(n);
+	}
 	if (r >= 0) {
 		/* What the rewriter wrote is a topology Rows body again. */
 		r2 = topo_rewrite_rows(rw, version, out, (size_t)r, NULL, 0,
