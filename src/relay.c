@@ -305,6 +305,15 @@ body_decompress(struct relay *r, const uint8_t *body, size_t n)
 		r->error = RELAY_ERR_TOO_LARGE;
 		return (-1);
 	}
+	/*
+	 * The declared length is the sender's word: refuse one that ${n}
+	 * bytes cannot expand to (LZ4 at most 255:1, snappy under 32:1)
+	 * before reserving memory for it.
+	 */
+	if (ulen / (r->comp == RELAY_COMP_LZ4 ? 255 : 32) > n) {
+		r->error = RELAY_ERR_CORRUPT;
+		return (-1);
+	}
 	if (!buf_reserve(r, &r->in, ulen + 1))
 		return (-1);
 	got = r->comp == RELAY_COMP_LZ4 ?
