@@ -50,6 +50,7 @@
 
 #define SMALL_MAX_FRAME	4096
 #define REC_STRETCH	0x40	/* record flag: body repeated mult times */
+#define STRETCH_MAX	(CQL_SEG_MAX_PAYLOAD + 4096)
 
 static const uint8_t versions[] = {
 	CQL_V3, CQL_V4, CQL_V5, CQL_DSE_V1, CQL_DSE_V2, CQL_V6
@@ -383,7 +384,7 @@ part_build(struct part *pt, struct fuzz_in *in, uint8_t version,
 	uint8_t			*big, sb[64], opcode, flags;
 	size_t			 blen, size, mult, i;
 	bool			 segments = cql_version_has_segments(version);
-	bool			 compress;
+	bool			 compress, stretched = false;
 	int16_t			 stream;
 
 	fmt = comp == RELAY_COMP_LZ4 ? CQL_SEG_LZ4 : CQL_SEG_CRC;
@@ -404,6 +405,16 @@ part_build(struct part *pt, struct fuzz_in *in, uint8_t version,
 		size = fuzz_u16(in);
 		mult = (flags & REC_STRETCH) ? (size_t)fuzz_byte(in) + 1 : 1;
 		blen = fuzz_take(in, size, &body);
+		/*
+		 * Just past one segment, once a part, is enough to reach the
+		 * multi-segment paths; more only costs time (checksums).
+		 */
+		if (stretched)
+			mult = 1;
+		if (blen > 0 && mult > STRETCH_MAX / blen)
+			mult = STRETCH_MAX / blen > 0 ? STRETCH_MAX / blen : 1;
+		if (mult > 1)
+			stretched = true;
 		if (mult > 1 && blen > 0) {
 			/* Stretch the body, e.g. past one segment. */
 			big = fuzz_malloc(blen * mult);

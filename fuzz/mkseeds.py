@@ -8,7 +8,8 @@ Each stream is taken apart the way the protocol frames it: bare frames
 node), then v5 segments in the CRC or LZ4 format that STARTUP negotiated.
 Seeds are written in each target's input format (see the comment at the top
 of each fuzz_*.c), named after the scenario they come from, and
-de-duplicated by content.  Standard library only.
+de-duplicated by content.  Seeds stay within 4 KiB (libFuzzer's default
+-max_len), cutting streams short where needed.  Standard library only.
 """
 
 import argparse
@@ -257,8 +258,8 @@ def seed_frame(S, c):
 
 def seed_handshake(S, app, node):
     tag = app["scenario"]
-    a = app["up"].data[:2048]
-    n = node["down"].data[:6144]
+    a = app["up"].data[:1024]
+    n = node["down"].data[:3000]
     for opts in (0x00, 0x20, 0x30, 0x01, 0x02, 0x04, 0x08):
         S.add("fuzz_handshake", "%s-o%02x" % (tag, opts),
               bytes([opts]) + b"\x00\x00\x00\x01" +
@@ -275,8 +276,8 @@ def seed_rewriter(S, app, node):
         return
     vidx = VERSION_IDX[up.version]
     comp = {"lz4": 1, "snappy": 2}.get(up.comp, 0)
-    a = up.data[up.handshake_end:][:6000]
-    n = down.data[down.handshake_end:][:12000]
+    a = up.data[up.handshake_end:][:1000]
+    n = down.data[down.handshake_end:][:3000]
     for opts in (comp, comp | 0x04):
         S.add("fuzz_rewriter", "%s-raw-o%02x" % (tag, opts),
               bytes([vidx, opts]) + b"\x00\x00\x00\x01" +
@@ -302,8 +303,8 @@ def seed_rewriter(S, app, node):
             out += rec
         return out
 
-    ra = records(up, True, 4000)
-    rn = records(down, True, 12000)
+    ra = records(up, True, 1000)
+    rn = records(down, True, 3000)
     for opts in (0x14 | comp, 0x1c | comp, 0x54 | comp):
         S.add("fuzz_rewriter", "%s-rec-o%02x" % (tag, opts),
               bytes([vidx, opts]) + b"\x00\x00\x00\x02" +
@@ -315,7 +316,7 @@ def seed_rewriter(S, app, node):
                     h[4] in (OP_EVENT, OP_EXECUTE):
                 S.add("fuzz_rewriter", "%s-body-op%02x" % (tag, h[4]),
                       bytes([0x80 | vidx, 0x40]) + b"\x00\x00\x00\x03" +
-                      body[:16000], limit=500)
+                      body[:4000], limit=500)
 
 
 def seed_config(S, raw, repo):
