@@ -295,12 +295,16 @@ body_decompress(struct relay *r, const uint8_t *body, size_t n)
 	ssize_t		 got;
 
 	if (r->comp == RELAY_COMP_LZ4) {
-		if (n < 4)
+		if (n < 4) {
+			r->error = RELAY_ERR_CORRUPT;
 			return (-1);
+		}
 		ulen = (size_t)body[0] << 24 | (size_t)body[1] << 16 |
 		    (size_t)body[2] << 8 | body[3];
-	} else if (!snappy_length(body, n, &ulen))
+	} else if (!snappy_length(body, n, &ulen)) {
+		r->error = RELAY_ERR_CORRUPT;
 		return (-1);
+	}
 	if (ulen > r->max_frame) {
 		r->error = RELAY_ERR_TOO_LARGE;
 		return (-1);
