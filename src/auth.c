@@ -297,9 +297,10 @@ auth_read_unit(struct auth_hs *hs, const uint8_t *p, size_t n, bool framed,
 			    "(limit %d)", side, m->h.length, AUTH_MAX_HS_FRAME);
 			return (-1);
 		}
-		*need = r == 0 ? (size_t)(n == 0 || (p[0] & 0x7f) > 2 ?
-		    CQL_HEADER_LEN : CQL_HEADER_LEN_V1V2) :
-		    (size_t)r + (size_t)m->h.length;
+		/* Only v1/v2 have 8-byte headers (version 0 has 9). */
+		*need = r == 0 ? (size_t)(n > 0 && ((p[0] & 0x7f) == CQL_V1 ||
+		    (p[0] & 0x7f) == CQL_V2) ? CQL_HEADER_LEN_V1V2 :
+		    CQL_HEADER_LEN) : (size_t)r + (size_t)m->h.length;
 		return (0);
 	}
 	m->body = env + r;

@@ -328,14 +328,27 @@ body_decompress(struct relay *r, const uint8_t *body, size_t n)
 	ssize_t		 got;
 
 	if (r->comp == RELAY_COMP_LZ4) {
-		if (n < 4)
+		if (n < 4) {
+			r->error = RELAY_ERR_CORRUPT;
 			return (-1);
+		}
 		ulen = (size_t)body[0] << 24 | (size_t)body[1] << 16 |
 		    (size_t)body[2] << 8 | body[3];
-	} else if (!snappy_length(body, n, &ulen))
+	} else if (!snappy_length(body, n, &ulen)) {
+		r->error = RELAY_ERR_CORRUPT;
 		return (-1);
+	}
 	if (ulen > r->max_frame) {
 		r->error = RELAY_ERR_TOO_LARGE;
+		return (-1);
+	}
+	/*
+	 * The declared length is the sender's word: refuse one that ${n}
+	 * bytes cannot expand to (LZ4 at most 255:1, snappy under 32:1)
+	 * before reserving memory for it.
+	 */
+	if (ulen / (r->comp == RELAY_COMP_LZ4 ? 255 : 32) > n) {
+		r->error = RELAY_ERR_CORRUPT;
 		return (-1);
 	}
 	if (!buf_reserve(r, &r->in, ulen + 1))

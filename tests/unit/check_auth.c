@@ -865,6 +865,29 @@ START_TEST(test_other_streams_relayed)
 }
 END_TEST
 
+/*
+ * A first frame with version byte 0 (or 0x80) has a 9-byte header: the
+ * machine must ask for 9 bytes, not 8, or a session feeding it 8 at a time
+ * stalls until the handshake timeout (found by fuzz_handshake).
+ */
+START_TEST(test_version_zero_header_need)
+{
+	struct harness	 h;
+	uint8_t		 f[9] = { 0x00, 0, 0, 1, CQL_OP_OPTIONS, 0, 0, 0, 0 };
+	unsigned	 i;
+
+	for (i = 0; i < 2; i++) {
+		harness_init(&h, CONFIG_CLIENT_AUTH_NONE, default_token,
+		    sizeof(default_token) - 1);
+		f[0] = i == 0 ? 0x00 : 0x80;
+		h.chunk = 1;
+		ck_assert_int_eq(deliver(&h, i == 0, f, sizeof(f)), 0);
+		ck_assert_uint_eq(h.to_node.len + h.to_app.len, sizeof(f));
+		harness_free(&h);
+	}
+}
+END_TEST
+
 Suite *
 auth_suite(void)
 {
@@ -893,6 +916,7 @@ auth_suite(void)
 	tcase_add_test(tc, test_oversize_handshake_frame);
 	tcase_add_test(tc, test_pipelined_app_data_waits);
 	tcase_add_test(tc, test_other_streams_relayed);
+	tcase_add_test(tc, test_version_zero_header_need);
 	suite_add_tcase(s, tc);
 	return (s);
 }

@@ -839,6 +839,75 @@ START_TEST(test_relay_too_large)
 }
 END_TEST
 
+/*
+ * A compressed body whose declared length its few bytes cannot produce is
+ * refused before memory is reserved for it (found by fuzz_rewriter: a
+ * 25-byte RESULT made the relay reserve 256 MiB).
+ */
+START_TEST(test_relay_decompress_bomb)
+{
+	struct relay		 r;
+	struct evbuffer		*in, *out;
+	uint8_t			 hdr[CQL_HEADER_LEN];
+	uint8_t			 body[8] = { 0x0f, 0xff, 0xff, 0xff };
+	struct cql_header	 h = { .version = CQL_V4, .response = true,
+	    .flags = CQL_FLAG_COMPRESSION, .opcode = CQL_OP_RESULT,
+	    .stream = 4, .length = sizeof(body) };
+	enum relay_compression	 comp;
+
+	for (comp = RELAY_COMP_LZ4; comp <= RELAY_COMP_SNAPPY; comp++) {
+		in = evbuffer_new();
+		out = evbuffer_new();
+		if (comp == RELAY_COMP_SNAPPY) {
+			/* varint 0x0fffffff */
+			memcpy(body, "\xff\xff\xff\x7f", 4);
+		}
+		relay_init(&r, CQL_V4, comp, &rw, 256u << 20);
+		evbuffer_add(in, hdr, cql_header_write(hdr, &h));
+		evbuffer_add(in, body, sizeof(body));
+		ck_assert_int_eq(relay_move(&r, false, in, out), -1);
+		ck_assert_int_eq(r.error, RELAY_ERR_CORRUPT);
+		ck_assert_uint_lt(r.in.cap, 1024 * 1024);
+		relay_free(&r);
+		evbuffer_free(in);
+		evbuffer_free(out);
+	}
+}
+END_TEST
+
+/*
+ * A compressed body too short to hold its length is corrupt, and the
+ * relay says so: it failed with error "ok" (found by fuzz_rewriter).
+ */
+START_TEST(test_relay_decompress_short)
+{
+	static const uint8_t	 bodies[][2] = { { 0 }, { 0x80, 0x80 } };
+	struct relay		 r;
+	struct evbuffer		*in, *out;
+	uint8_t			 hdr[CQL_HEADER_LEN];
+	struct cql_header	 h = { .version = CQL_V4, .response = true,
+	    .flags = CQL_FLAG_COMPRESSION, .opcode = CQL_OP_RESULT,
+	    .stream = 15 };
+	unsigned		 i;
+
+	for (i = 0; i < 2; i++) {
+		in = evbuffer_new();
+		out = evbuffer_new();
+		/* lz4: no room for the length; snappy: unterminated varint */
+		h.length = i == 0 ? 0 : 2;
+		relay_init(&r, CQL_V4, i == 0 ? RELAY_COMP_LZ4 :
+		    RELAY_COMP_SNAPPY, &rw, 256u << 20);
+		evbuffer_add(in, hdr, cql_header_write(hdr, &h));
+		evbuffer_add(in, bodies[i], (size_t)h.length);
+		ck_assert_int_eq(relay_move(&r, false, in, out), -1);
+		ck_assert_int_eq(r.error, RELAY_ERR_CORRUPT);
+		relay_free(&r);
+		evbuffer_free(in);
+		evbuffer_free(out);
+	}
+}
+END_TEST
+
 /* Without a rewriter (pin mode) everything passes byte for byte. */
 START_TEST(test_relay_pin_verbatim)
 {
@@ -1203,6 +1272,8 @@ topology_suite(void)
 	tcase_add_test(tc, test_relay_v4_lz4);
 	tcase_add_test(tc, test_relay_prepared_v4);
 	tcase_add_test(tc, test_relay_too_large);
+	tcase_add_test(tc, test_relay_decompress_bomb);
+	tcase_add_test(tc, test_relay_decompress_short);
 	tcase_add_test(tc, test_relay_pin_verbatim);
 	tcase_add_test(tc, test_relay_v5_crc);
 	tcase_add_test(tc, test_relay_v5_lz4);
