@@ -574,25 +574,30 @@ static void
 control_connect(struct control *ctl)
 {
 	struct upstream_node	*n;
+	struct sockaddr_storage	 ss;
+	socklen_t		 sslen = 0;
 	struct timeval		 tv;
-	int			 one = 1;
+	char			 label[UTIL_ADDRSTRLEN];
 
 	n = upstream_pick(ctl->up, upstream_node_at(ctl->up, 0), NULL);
-	if (n == NULL || !n->resolved) {
+	if (n != NULL)		/* worker threads may re-resolve it */
+		upstream_node_addr(ctl->up, n, &ss, &sslen, label,
+		    sizeof(label));
+	if (n == NULL || sslen == 0) {
 		control_fail(ctl, "no node has an address");
 		return;
 	}
 	ctl->node = n;
 	ctl->state = CONTROL_CONNECTING;
 	ctl->gen = session_gen_ref(ctl->sc->gen);
-	ctl->fd = socket(n->addr.ss_family,
+	ctl->fd = socket(ss.ss_family,
 	    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (ctl->fd == -1) {
 		control_fail(ctl, "socket: %s", strerror(errno));
 		return;
 	}
-	(void)setsockopt(ctl->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(ctl->fd, (struct sockaddr *)&n->addr, n->addrlen) == 0) {
+	util_node_socket_opts(ctl->fd);
+	if (connect(ctl->fd, (struct sockaddr *)&ss, sslen) == 0) {
 		control_tcp_connected(ctl);
 		return;
 	}

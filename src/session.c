@@ -1218,7 +1218,6 @@ session_connect(struct session *s)
 	struct session_ctx	*sc = s->sc;
 	struct upstream_node	*n;
 	struct timeval		 tv;
-	int			 one = 1;
 
 	if (s->target != NULL)
 		n = s->target;
@@ -1242,8 +1241,7 @@ session_connect(struct session *s)
 		    "cannot create a socket: %s", strerror(errno));
 		return;
 	}
-	(void)setsockopt(s->node_fd, IPPROTO_TCP, TCP_NODELAY, &one,
-	    sizeof(one));
+	util_node_socket_opts(s->node_fd);
 	if (connect(s->node_fd, (struct sockaddr *)&s->node_addr,
 	    s->node_addrlen) == 0) {
 		session_tcp_connected(s);

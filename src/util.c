@@ -10,6 +10,7 @@
 #include <sys/un.h>
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 
 #include <ctype.h>
@@ -638,4 +639,18 @@ err:
 	free(buf);
 	close(fd);
 	return (-1);
+}
+
+void
+util_node_socket_opts(int fd)
+{
+	int	 one = 1, idle = UTIL_KEEPALIVE_IDLE_S;
+	int	 intvl = UTIL_KEEPALIVE_INTVL_S, cnt = UTIL_KEEPALIVE_CNT;
+
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl,
+	    sizeof(intvl));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 }

@@ -70,6 +70,18 @@ const char *util_sockaddr_str(const struct sockaddr *sa, char *buf,
  */
 struct event_base *util_event_base(void);
 
+/*
+ * util_node_socket_opts(fd): TCP_NODELAY, and keepalive probes so that a
+ * node that vanishes without a reset (power loss, a partition) is noticed
+ * after about UTIL_KEEPALIVE_S seconds of silence, not hours.
+ */
+#define UTIL_KEEPALIVE_IDLE_S	30
+#define UTIL_KEEPALIVE_INTVL_S	10
+#define UTIL_KEEPALIVE_CNT	6
+#define UTIL_KEEPALIVE_S	(UTIL_KEEPALIVE_IDLE_S + \
+				 UTIL_KEEPALIVE_INTVL_S * UTIL_KEEPALIVE_CNT)
+void	util_node_socket_opts(int fd);
+
 /* util_now_ms(): CLOCK_MONOTONIC in milliseconds. */
 uint64_t util_now_ms(void);
 /* util_wall_ms(): CLOCK_REALTIME (Unix time) in milliseconds. */

@@ -219,3 +219,21 @@ def test_drain_on_sigterm(tmp_path, tunnel_config):
     assert t.proc.wait(timeout=30) == 0
     assert t.stop() == 0
     assert "all sessions ended" in t.log()
+
+
+def test_node_sockets_use_keepalive(tmp_path, tunnel_config, cassandra):
+    """The tunnel's connections to the node have TCP keepalive on (30 s
+    idle, then probes), so a node that vanishes without a reset is noticed
+    in about 90 s: ss shows a keepalive timer on each of them."""
+    with Tunnel(str(tmp_path), tunnel_config()) as t:
+        s = cqlwire.connect(t.host, t.port)
+        conns = subprocess.run(
+            ["ss", "-tnopH", "state", "established", "dst",
+             "%s:%d" % (cassandra.host, cassandra.native_port)],
+            capture_output=True, text=True, check=True).stdout
+        tunnel_conns = [line for line in conns.splitlines()
+                        if "pid=%d," % t.proc.pid in line]
+        assert tunnel_conns, conns
+        for line in tunnel_conns:
+            assert "timer:(keepalive," in line, line
+        s.close()
