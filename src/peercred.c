@@ -119,6 +119,16 @@ peercred_same_socket(const struct inet_diag_msg *m,
  * The uid owning the TCP socket whose local end is ${peer} and remote end
  * is ${local}; 0 or -1 with a reason.
  */
+/* NLMSG_NEXT without its char * cast, which -Wcast-align rejects. */
+static struct nlmsghdr *
+peercred_nlmsg_next(struct nlmsghdr *h, ssize_t *len)
+{
+	size_t	 step = NLMSG_ALIGN(h->nlmsg_len);
+
+	*len -= (ssize_t)step;
+	return ((struct nlmsghdr *)(void *)((char *)h + step));
+}
+
 static int
 peercred_tcp(const struct sockaddr *peer, const struct sockaddr *local,
     uid_t *uid, char *why, size_t whylen)
@@ -189,7 +199,7 @@ peercred_tcp(const struct sockaddr *peer, const struct sockaddr *local,
 			return (-1);
 		}
 		for (h = &buf.h; NLMSG_OK(h, (size_t)n);
-		    h = NLMSG_NEXT(h, n)) {
+		    h = peercred_nlmsg_next(h, &n)) {
 			if (h->nlmsg_seq != msg.nlh.nlmsg_seq)
 				continue;	/* a stale answer */
 			if (h->nlmsg_type == NLMSG_ERROR) {
