@@ -269,13 +269,19 @@ tls_load_identity(SSL_CTX *ctx, const struct config *c,
 			    c->cert_file);
 			goto out;
 		}
+		/*
+		 * With a passphrase, any failure hints at it: a wrong one
+		 * usually gives "bad decrypt", but about one time in 256 the
+		 * garbage it decrypts to passes the padding check and fails
+		 * as an ASN.1 decode error instead.
+		 */
 		config_errors_add(errs, "%s: cannot load private key %s: %s%s",
 		    config_where(c, "tls", "key_file", where, sizeof(where)),
-		    c->key_file, e, strstr(e, "bad decrypt") != NULL ||
+		    c->key_file, e, pass.pw != NULL ? " (wrong passphrase in "
+		    "key_password_file?)" : strstr(e, "bad decrypt") != NULL ||
 		    strstr(e, "interrupted or cancelled") != NULL ?
-		    (pass.pw != NULL ? " (wrong passphrase in "
-		    "key_password_file?)" : " (the key is encrypted: set "
-		    "[tls] key_password_file)") : "");
+		    " (the key is encrypted: set [tls] key_password_file)" :
+		    "");
 		goto out;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
