@@ -588,6 +588,8 @@ main(int argc, char *argv[])
 	d.sig_usr1 = evsignal_new(d.base, SIGUSR1, signal_usr1_cb, &d);
 	evsignal_add(d.sig_usr1, NULL);
 
+	/* Before "listening on", which is what supervisors and tests wait for. */
+	log_identity(d.boot);
 	log_info("cqltunnel %s listening on %s; %u worker(s); %zu contact "
 	    "point(s); topology %s; TLS verify %s; credentials %s",
 	    CQLTUNNEL_VERSION, listener_address(d.listener), d.workers,
@@ -602,7 +604,6 @@ main(int argc, char *argv[])
 		log_info("[listen] allow_uids/allow_gids: %zu user(s) and %zu "
 		    "group(s) may connect; anyone else is refused",
 		    d.cfg->nallow_uids, d.cfg->nallow_gids);
-	log_identity(d.boot);
 	notify_watchdog_start(d.base);
 	snprintf(err, sizeof(err), "listening on %s",
 	    listener_address(d.listener));
