@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import threading
 import time
 
@@ -424,7 +425,12 @@ def test_restart_only_settings_are_reported(tmp_path, tunnel_config, pki):
         old = w.connect(t.host, t.port)
         assert rpc_port(old) == t.port
         sections = {k: dict(v) for k, v in t.sections.items()}
-        other_port = t.port + 1 if t.port < 65535 else t.port - 1
+        # A port held bound but not listening: nothing else on the machine
+        # (another suite's tunnel or fake node) can answer on it, so a
+        # refused connection below means this tunnel did not move.
+        hold = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        hold.bind(("127.0.0.1", 0))
+        other_port = hold.getsockname()[1]
         sections["listen"]["address"] = "127.0.0.1:%d" % other_port
         sections["cluster"]["contact_points"] += ", localhost:1"
         sections["cluster"]["topology"] = "pin"
@@ -445,6 +451,7 @@ def test_restart_only_settings_are_reported(tmp_path, tunnel_config, pki):
         s.close()
         with pytest.raises(OSError):
             w.connect("127.0.0.1", other_port, timeout=2)
+        hold.close()
         old.close()
 
 
