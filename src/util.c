@@ -483,6 +483,63 @@ util_wipe(void *p, size_t n)
 		explicit_bzero(p, n);
 }
 
+/*
+ * Open ${path} for reading, refusing anything but a regular file (with
+ * O_NONBLOCK, so that opening a FIFO does not hang before it is refused).
+ * Returns the descriptor, blocking again, and its stat in ${st}; or -1.
+ */
+static int
+util_open_regular(const char *path, struct stat *st, char *why,
+    size_t whylen)
+{
+	int	 fd, flags;
+
+	fd = open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	if (fd == -1) {
+		snprintf(why, whylen, "%s", strerror(errno));
+		return (-1);
+	}
+	if (fstat(fd, st) == -1) {
+		snprintf(why, whylen, "%s", strerror(errno));
+		close(fd);
+		return (-1);
+	}
+	if (!S_ISREG(st->st_mode)) {
+		snprintf(why, whylen, "not a regular file");
+		close(fd);
+		return (-1);
+	}
+	if ((flags = fcntl(fd, F_GETFL)) != -1)
+		(void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+	return (fd);
+}
+
+/*
+ * Read ${fd} to its end or until ${cap} bytes, straight into ${buf} (no
+ * stdio buffer holds a copy).  Sets ${len}; returns 0, or -1 on error.
+ */
+static int
+util_read_fd(int fd, char *buf, size_t cap, size_t *len, char *why,
+    size_t whylen)
+{
+	ssize_t	 n;
+
+	*len = 0;
+	while (*len < cap) {
+		n = read(fd, buf + *len, cap - *len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			snprintf(why, whylen, "%s", strerror(errno));
+			return (-1);
+		}
+		if (n == 0)
+			break;
+		*len += (size_t)n;
+	}
+	return (0);
+}
+
 /* Read a secret from a regular file that others cannot read or write. */
 int
 util_read_secret_file(const char *path, char **out, size_t *outlen,
@@ -490,26 +547,13 @@ util_read_secret_file(const char *path, char **out, size_t *outlen,
 {
 	struct stat	 st;
 	char		*buf = NULL;
-	size_t		 cap, len = 0;
-	ssize_t		 n;
-	int		 fd, flags;
+	size_t		 cap, len;
+	int		 fd;
 
 	/* Room for the secret, "\r\n", and one byte more to spot excess. */
 	cap = maxlen + 3;
-	/* O_NONBLOCK: opening a FIFO must not hang; it is refused below. */
-	fd = open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-	if (fd == -1) {
-		snprintf(why, whylen, "%s", strerror(errno));
+	if ((fd = util_open_regular(path, &st, why, whylen)) == -1)
 		return (-1);
-	}
-	if (fstat(fd, &st) == -1) {
-		snprintf(why, whylen, "%s", strerror(errno));
-		goto err;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		snprintf(why, whylen, "not a regular file");
-		goto err;
-	}
 	if (st.st_mode & S_IROTH) {
 		snprintf(why, whylen, "readable by everyone (mode %04o); "
 		    "make it readable only by the service user (chmod o-rw)",
@@ -522,22 +566,9 @@ util_read_secret_file(const char *path, char **out, size_t *outlen,
 		    (unsigned)(st.st_mode & 07777));
 		goto err;
 	}
-	if ((flags = fcntl(fd, F_GETFL)) != -1)
-		(void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-
 	buf = util_xmalloc(cap);
-	while (len < cap) {
-		n = read(fd, buf + len, cap - len);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1) {
-			snprintf(why, whylen, "%s", strerror(errno));
-			goto err;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
+	if (util_read_fd(fd, buf, cap, &len, why, whylen) == -1)
+		goto err;
 	if (len > 0 && buf[len - 1] == '\n') {
 		len--;
 		if (len > 0 && buf[len - 1] == '\r')
@@ -594,38 +625,14 @@ util_read_key_file(const char *path, char **out, size_t *outlen,
 {
 	struct stat	 st;
 	char		*buf;
-	size_t		 len = 0;
-	ssize_t		 n;
+	size_t		 len;
 	int		 fd;
 
-	fd = open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-	if (fd == -1) {
-		snprintf(why, whylen, "%s", strerror(errno));
+	if ((fd = util_open_regular(path, &st, why, whylen)) == -1)
 		return (-1);
-	}
-	if (fstat(fd, &st) == -1) {
-		snprintf(why, whylen, "%s", strerror(errno));
-		close(fd);
-		return (-1);
-	}
-	if (!S_ISREG(st.st_mode)) {
-		snprintf(why, whylen, "not a regular file");
-		close(fd);
-		return (-1);
-	}
 	buf = util_xmalloc(maxlen + 1);
-	while (len <= maxlen) {
-		n = read(fd, buf + len, maxlen + 1 - len);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1) {
-			snprintf(why, whylen, "%s", strerror(errno));
-			goto err;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
+	if (util_read_fd(fd, buf, maxlen + 1, &len, why, whylen) == -1)
+		goto err;
 	if (len > maxlen) {
 		snprintf(why, whylen, "longer than %zu bytes", maxlen);
 		goto err;
