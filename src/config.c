@@ -1708,6 +1708,18 @@ out:
 	return (c);
 }
 
+/* Wipe the password and let it go; the rest of ${c} stays. */
+void
+config_forget_password(struct config *c)
+{
+	if (c == NULL || c->password == NULL)
+		return;
+	util_wipe(c->password, c->password_len);
+	free(c->password);
+	c->password = NULL;
+	c->password_len = 0;
+}
+
 /* Wipe the password and free everything; NULL is a no-op. */
 void
 config_free(struct config *c)
@@ -1716,10 +1728,7 @@ config_free(struct config *c)
 
 	if (c == NULL)
 		return;
-	if (c->password != NULL) {
-		util_wipe(c->password, c->password_len);
-		free(c->password);
-	}
+	config_forget_password(c);
 	free(c->path);
 	free(c->listen_host);
 	free(c->listen_unix);

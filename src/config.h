@@ -140,6 +140,12 @@ struct config *config_load(const char *path, struct config_errors *errs);
 
 /* config_free(c): wipe secrets and free; NULL is a no-op. */
 void	config_free(struct config *c);
+/*
+ * config_forget_password(c): wipe and free the password once the
+ * credentials are built from it (auth_creds_new), so that one copy of it
+ * exists, held by the generation that uses it.
+ */
+void	config_forget_password(struct config *c);
 
 /*
  * config_where(c, section, key, buf, len):

@@ -88,6 +88,7 @@ struct control {
 };
 
 static void	control_connect(struct control *ctl);
+static void	control_close(struct control *ctl);
 static void	control_readcb(struct bufferevent *bev, void *arg);
 static void	control_eventcb(struct bufferevent *bev, short what, void *arg);
 
@@ -137,21 +138,10 @@ control_resolve(void *arg, const struct topo_key *k, struct topo_inet *out)
 	return (upstream_translate(ctl->up, k, out));
 }
 
-/* Drop the connection and try again later. */
+/* Close the connection, whatever its state; back to CONTROL_IDLE. */
 static void
-control_fail(struct control *ctl, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-control_fail(struct control *ctl, const char *fmt, ...)
+control_close(struct control *ctl)
 {
-	va_list		 ap;
-	char		 why[400];
-	unsigned	 ms, shift;
-
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
 	if (ctl->connect_ev != NULL) {
 		event_free(ctl->connect_ev);
 		ctl->connect_ev = NULL;
@@ -169,6 +159,24 @@ control_fail(struct control *ctl, const char *fmt, ...)
 	evtimer_del(ctl->refresh);
 	ctl->in_refresh = false;
 	ctl->state = CONTROL_IDLE;
+}
+
+/* Drop the connection and try again later. */
+static void
+control_fail(struct control *ctl, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+control_fail(struct control *ctl, const char *fmt, ...)
+{
+	va_list		 ap;
+	char		 why[400];
+	unsigned	 ms, shift;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	control_close(ctl);
 	shift = ctl->failures > 5 ? 5 : ctl->failures;
 	ms = CONTROL_RETRY_MIN_MS << shift;
 	if (ms > CONTROL_RETRY_MAX_MS)
@@ -630,6 +638,25 @@ control_retry_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (ctl->state == CONTROL_IDLE)
 		control_connect(ctl);
+}
+
+/*
+ * A reload made a new generation: a connection made with an older one
+ * starts again with the new TLS context and credentials, so that it
+ * neither keeps using replaced ones nor holds the old generation (and its
+ * key and password) for as long as it lives.
+ */
+void
+control_reload(struct control *ctl)
+{
+	if (ctl == NULL || ctl->gen == NULL || ctl->gen == ctl->sc->gen)
+		return;
+	log_info("control connection to %s: reconnecting with configuration "
+	    "generation %u", ctl->node != NULL ? ctl->node->addrstr : "-",
+	    ctl->sc->gen->id);
+	control_close(ctl);
+	evtimer_del(ctl->retry);
+	control_connect(ctl);
 }
 
 struct control *

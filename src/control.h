@@ -43,6 +43,12 @@ struct control *control_new(struct event_base *base, const struct config *c,
  */
 bool	control_ready(const struct control *ctl, const char **why);
 
+/*
+ * control_reload(ctl): after a reload, reconnect a connection made with an
+ * older generation than sc->gen; NULL is a no-op.
+ */
+void	control_reload(struct control *ctl);
+
 /* control_stop_listening(ctl): close the per-node listeners (draining). */
 void	control_stop_listening(struct control *ctl);
 

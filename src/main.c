@@ -37,8 +37,13 @@
 struct daemon {
 	struct event_base	*base;
 	const char		*path;
-	struct session_gen	*boot;		/* the config started with */
-	struct config		*cfg;		/* boot->cfg */
+	/*
+	 * The generation started with, until the event loop runs; then only
+	 * its sessions hold it, so that a reload that replaces the key or
+	 * the password lets the old ones go with the last of them.
+	 */
+	struct session_gen	*boot;
+	struct config		*cfg;		/* the config started with */
 	struct upstream		*up;
 	unsigned		 generation;
 	uint64_t		 reloads_ok, reloads_failed;
@@ -230,7 +235,8 @@ load(struct daemon *d, const char *path, bool check)
 	}
 	config_errors_free(&errs);
 	d->boot = session_gen_new(cfg, tls, auth_creds_new(cfg),
-	    ++d->generation);
+	    ++d->generation, false);
+	config_forget_password(cfg);
 	d->cfg = cfg;
 	return (0);
 }
@@ -365,9 +371,12 @@ reload(struct daemon *d)
 		log_warn("[tls] verify = none: node certificates are NOT "
 		    "verified");
 	core_dumps(cfg);
-	gen = session_gen_new(cfg, tls, auth_creds_new(cfg), ++d->generation);
+	gen = session_gen_new(cfg, tls, auth_creds_new(cfg), ++d->generation,
+	    true);
+	config_forget_password(cfg);
 	session_ctx_set_gen(&d->sc, gen);
 	session_gen_unref(gen);
+	control_reload(d->control);
 	log_set_level(cfg->log_level);
 	log_configure(cfg->log_format, cfg->log_target);
 	d->reloads_ok++;
@@ -460,6 +469,7 @@ teardown(struct daemon *d)
 		session_gen_unref(d->sc.gen);
 	upstream_free(d->up);
 	session_gen_unref(d->boot);
+	config_free(d->cfg);
 	peercred_close();
 	libevent_global_shutdown();
 }
@@ -608,6 +618,9 @@ main(int argc, char *argv[])
 	snprintf(err, sizeof(err), "listening on %s",
 	    listener_address(d.listener));
 	notify_state(NOTIFY_READY, err);
+	/* The session context holds the current generation from here. */
+	session_gen_unref(d.boot);
+	d.boot = NULL;
 	if (event_base_dispatch(d.base) == -1)
 		log_error("event loop failed");
 	else

@@ -198,11 +198,12 @@ session_close_reason_name(enum session_close_reason r)
 
 struct session_gen *
 session_gen_new(struct config *cfg, struct tls_ctx *tls,
-    struct auth_creds *creds, unsigned id)
+    struct auth_creds *creds, unsigned id, bool owns_cfg)
 {
 	struct session_gen	*g = util_xcalloc(1, sizeof(*g));
 
 	g->cfg = cfg;
+	g->owns_cfg = owns_cfg;
 	g->tls = tls;
 	g->creds = creds;
 	g->id = id;
@@ -225,7 +226,8 @@ session_gen_unref(struct session_gen *g)
 		return;
 	auth_creds_free(g->creds);
 	tls_ctx_free(g->tls);
-	config_free(g->cfg);
+	if (g->owns_cfg)
+		config_free(g->cfg);
 	free(g);
 }
 

@@ -66,12 +66,18 @@ struct session_gen {
 	struct tls_ctx		*tls;
 	struct auth_creds	*creds;
 	unsigned		 id;
+	bool			 owns_cfg;
 	atomic_uint		 refs;		/* worker threads share it */
 };
 
-/* session_gen_new(cfg, tls, creds, id): owns the three; one reference. */
+/*
+ * session_gen_new(cfg, tls, creds, id, owns_cfg): owns ${tls} and
+ * ${creds}, and ${cfg} if ${owns_cfg} (the start-up configuration stays
+ * with main, which compares reloads with it, while the generation and its
+ * key and credentials go with its last session); one reference.
+ */
 struct session_gen *session_gen_new(struct config *cfg, struct tls_ctx *tls,
-	    struct auth_creds *creds, unsigned id);
+	    struct auth_creds *creds, unsigned id, bool owns_cfg);
 struct session_gen *session_gen_ref(struct session_gen *g);
 /* session_gen_unref(g): the last reference frees everything; NULL ok. */
 void	session_gen_unref(struct session_gen *g);

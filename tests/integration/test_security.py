@@ -386,7 +386,8 @@ def test_secrets_never_logged_or_exposed(tmp_path, tunnel_config, pki,
             cmdline = f.read()
         with open("/proc/%d/environ" % pid, "rb") as f:
             environ = f.read()
-        mem = scan_memory(pid, [password.encode(), passphrase.encode()])
+        mem = scan_memory(pid, [password.encode(), passphrase.encode(),
+                                ("not-" + password).encode()])
         log = t.log()
     for secret in (password, passphrase):
         assert secret not in log
@@ -395,18 +396,19 @@ def test_secrets_never_logged_or_exposed(tmp_path, tunnel_config, pki,
     # Debug level really was on, and the failure was logged.
     assert "credentials injected" in log and "authentication failed" in log
     # The passphrase is gone from memory once the key is loaded.  The
-    # password lives only in a configuration generation's config and PLAIN
-    # token: two copies, whatever number of sessions went through (none
-    # is left in freed session, evbuffer or TLS buffers).  After the
-    # reloads, the generation cqltunnel started with is still held by
-    # main() (listeners and the node table refer to its config), so its
-    # two copies stay beside the current generation's two; the
-    # intermediate (wrong-password) generation is gone.
+    # password lives only in the current configuration generation's PLAIN
+    # token: one copy, whatever number of sessions went through (the
+    # config's own copy is wiped once the token is built, and none is left
+    # in freed session, evbuffer or TLS buffers).  After the reloads, the
+    # generations before (the one cqltunnel started with, and the
+    # wrong-password one) went with their last sessions: only the current
+    # generation's copy is left, and nothing of the replaced password.
     if mem is None:
         return		# AddressSanitizer build: no memory scan
     assert mem[passphrase.encode()] == 0, mem
-    assert before == 2, before
-    assert mem[password.encode()] == 4, mem
+    assert before == 1, before
+    assert mem[password.encode()] == 1, mem
+    assert mem[("not-" + password).encode()] == 0, mem
 
 
 def test_key_pem_not_left_in_memory(tmp_path, tunnel_config, pki):
