@@ -71,11 +71,15 @@ listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 			    (unsigned long long)l->refused);
 			l->last_refusal_log_ms = now;
 		}
-		evutil_closesocket(fd);
+		snprintf(why, sizeof(why), "max_connections (%u) reached; "
+		    "try again later", l->sc->gen->cfg->max_connections);
+		session_refuse(l->sc, fd, sa, salen,
+		    SESSION_CLOSE_MAX_CONNECTIONS, why);
 		return;
 	}
 	if (peercred_check(l->sc->gen->cfg, fd, sa, why, sizeof(why)) == -1) {
-		session_refuse(l->sc, fd, sa, salen, why);
+		session_refuse(l->sc, fd, sa, salen, SESSION_CLOSE_DENIED,
+		    why);
 		return;
 	}
 	session_start(l->sc, fd, sa, salen, l->target);

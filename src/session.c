@@ -84,7 +84,9 @@ struct session {
 
 	/* Node failure waiting for the app's first frame to be answered. */
 	bool			 node_failed;
+	bool			 refused;	/* session_refuse() */
 	enum session_close_reason node_fail_reason;
+	uint16_t		 node_fail_code;	/* CQL error code */
 	char			 node_fail_msg[300];
 
 	enum session_close_reason closing_reason;
@@ -111,6 +113,7 @@ static const char *const session_reason_names[SESSION_CLOSE_NREASONS] = {
 	[SESSION_CLOSE_SHUTDOWN] = "shutdown",
 	[SESSION_CLOSE_INTERNAL] = "internal error",
 	[SESSION_CLOSE_DENIED] = "access denied",
+	[SESSION_CLOSE_MAX_CONNECTIONS] = "max_connections reached",
 };
 
 static const char *const session_reason_labels[SESSION_CLOSE_NREASONS] = {
@@ -131,6 +134,7 @@ static const char *const session_reason_labels[SESSION_CLOSE_NREASONS] = {
 	[SESSION_CLOSE_SHUTDOWN] = "shutdown",
 	[SESSION_CLOSE_INTERNAL] = "internal_error",
 	[SESSION_CLOSE_DENIED] = "denied",
+	[SESSION_CLOSE_MAX_CONNECTIONS] = "max_connections",
 };
 
 static void	session_connect(struct session *s);
@@ -389,11 +393,12 @@ session_close(struct session *s, enum session_close_reason reason)
 	uint64_t		 ms = util_now_ms() - s->started_ms;
 	uint8_t			 version;
 
-	if (s->node_fail_reason == SESSION_CLOSE_DENIED) {
+	if (s->refused) {
 		/* However a refused app leaves, it was refused. */
-		reason = SESSION_CLOSE_DENIED;
+		reason = s->node_fail_reason;
 		session_detail(s, "%s", s->node_fail_msg +
 		    strlen("cqltunnel: "));
+		sc->nrefusing--;
 	}
 	switch (reason) {
 	case SESSION_CLOSE_APP_EOF:
@@ -553,7 +558,7 @@ session_to_node(void *arg, const uint8_t *p, size_t n)
 static bool
 session_report_node_failure(struct session *s)
 {
-	if (auth_hs_fail_app(&s->hs, CQL_ERR_SERVER, s->node_fail_msg,
+	if (auth_hs_fail_app(&s->hs, s->node_fail_code, s->node_fail_msg,
 	    &s->sink) == -1)
 		return (false);
 	session_detail(s, "%s", s->node_fail_msg + strlen("cqltunnel: "));
@@ -1301,12 +1306,12 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 /*
  * Set up a session for app socket ${fd}, already counted in sc->live;
- * refused if ${deny} is set.
+ * refused (as ${refuse}) if ${deny} is set.
  */
 static void
 session_begin(struct session_ctx *sc, evutil_socket_t fd,
     const struct sockaddr *sa, struct upstream_node *target,
-    const char *deny)
+    enum session_close_reason refuse, const char *deny)
 {
 	static atomic_ullong	 next_id;
 	struct session		*s;
@@ -1325,6 +1330,7 @@ session_begin(struct session_ctx *sc, evutil_socket_t fd,
 	sc->stats.accepted++;
 	s->app_fd = fd;
 	s->node_fd = -1;
+	s->node_fail_code = CQL_ERR_SERVER;
 	s->target = target;
 	s->started_ms = util_now_ms();
 	util_sockaddr_str(sa, s->app_addr, sizeof(s->app_addr));
@@ -1357,7 +1363,11 @@ session_begin(struct session_ctx *sc, evutil_socket_t fd,
 	if (deny != NULL) {
 		/* As a failed node: the app's first request gets the ERROR. */
 		s->node_failed = true;
-		s->node_fail_reason = SESSION_CLOSE_DENIED;
+		s->refused = true;
+		sc->nrefusing++;
+		s->node_fail_reason = refuse;
+		if (refuse == SESSION_CLOSE_MAX_CONNECTIONS)
+			s->node_fail_code = CQL_ERR_OVERLOADED;
 		snprintf(s->node_fail_msg, sizeof(s->node_fail_msg),
 		    "cqltunnel: %s", deny);
 		session_timer_set(s, SESSION_REFUSE_MS);
@@ -1376,7 +1386,7 @@ session_start(struct session_ctx *sc, evutil_socket_t fd,
 		    session_gen_ref(sc->gen));
 		return;
 	}
-	session_begin(sc, fd, sa, target, NULL);
+	session_begin(sc, fd, sa, target, SESSION_CLOSE_NREASONS, NULL);
 }
 
 void
@@ -1389,15 +1399,21 @@ session_adopt(struct session_ctx *sc, evutil_socket_t fd,
 		session_ctx_set_gen(sc, gen);
 		session_gen_unref(gen);
 	}
-	session_begin(sc, fd, sa, target, NULL);
+	session_begin(sc, fd, sa, target, SESSION_CLOSE_NREASONS, NULL);
 }
 
 /* Refused apps are answered on the loop that accepted them. */
 void
 session_refuse(struct session_ctx *sc, evutil_socket_t fd,
-    const struct sockaddr *sa, int salen, const char *why)
+    const struct sockaddr *sa, int salen, enum session_close_reason reason,
+    const char *why)
 {
 	(void)salen;
+	if (sc->nrefusing >= SESSION_REFUSE_MAX) {
+		evutil_closesocket(fd);
+		sc->closed[reason]++;
+		return;
+	}
 	atomic_fetch_add_explicit(sc->live, 1, memory_order_relaxed);
-	session_begin(sc, fd, sa, NULL, why);
+	session_begin(sc, fd, sa, NULL, reason, why);
 }

@@ -51,6 +51,7 @@ enum session_close_reason {
 	SESSION_CLOSE_SHUTDOWN,
 	SESSION_CLOSE_INTERNAL,
 	SESSION_CLOSE_DENIED,		/* [listen] allow_uids/allow_gids */
+	SESSION_CLOSE_MAX_CONNECTIONS,	/* refused: [listen] max_connections */
 	SESSION_CLOSE_NREASONS
 };
 
@@ -120,6 +121,7 @@ struct session_ctx {
 	const struct topo_rewriter *rw;		/* translate mode, else NULL */
 	struct session_list	 sessions;
 	unsigned		 nsessions;	/* of this event loop */
+	unsigned		 nrefusing;	/* of them, being refused */
 	atomic_uint		*live;		/* of all loops: max_connections */
 	atomic_uint		 live_own;	/* ${live} without workers */
 	session_dispatch_fn	*dispatch;	/* workers: where sessions run */
@@ -179,15 +181,21 @@ void	session_totals_add(struct session_totals *sum,
 	    const struct session_totals *t);
 
 /*
- * session_refuse(sc, fd, sa, salen, why):
+ * session_refuse(sc, fd, sa, salen, reason, why):
  * Take over the accepted app socket ${fd} of a refused app without going
  * near a node: answer its first request with a CQL ERROR saying ${why}
- * (waiting at most SESSION_REFUSE_MS for it), then close as
- * SESSION_CLOSE_DENIED.
+ * (waiting at most SESSION_REFUSE_MS for it), then close as ${reason}:
+ * SESSION_CLOSE_DENIED (a SERVER_ERROR to the app) or
+ * SESSION_CLOSE_MAX_CONNECTIONS (OVERLOADED, which drivers retry
+ * elsewhere or later).  With SESSION_REFUSE_MAX refusals already waiting
+ * on this loop, ${fd} is closed at once: a flood must not hold
+ * descriptors.
  */
 #define SESSION_REFUSE_MS	1000
+#define SESSION_REFUSE_MAX	64
 void	session_refuse(struct session_ctx *sc, evutil_socket_t fd,
-	    const struct sockaddr *sa, int salen, const char *why);
+	    const struct sockaddr *sa, int salen,
+	    enum session_close_reason reason, const char *why);
 
 /* session_close(s, reason): the one way a session ends. */
 void	session_close(struct session *s, enum session_close_reason reason);

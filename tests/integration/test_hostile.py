@@ -1107,20 +1107,59 @@ def test_emfile(real):
 
 def test_max_connections(real):
     """[listen] max_connections = 3 with the witness and two sessions open:
-    a fourth connection is closed at once and the refusal logged; when a
-    session ends, new ones are taken again."""
+    a fourth connection's first request gets an OVERLOADED ERROR that says
+    why, then the connection closes; one that sends nothing is closed after
+    SESSION_REFUSE_MS; the refusal is logged; when a session ends, new ones
+    are taken again."""
     t, g = real(listen={"max_connections": "3"})
     a, b = w.connect(t.host, t.port), w.connect(t.host, t.port)
-    for _ in range(3):
-        s = raw(t)
-        expect_eof(s)
-        s.close()
+    for version in (3, 4, 5):
+        with pytest.raises(w.CqlError) as e:
+            w.connect(t.host, t.port, version=version)
+        assert e.value.code == 0x1001, e.value
+        assert e.value.message == ("cqltunnel: max_connections (3) "
+                                   "reached; try again later"), e.value
+    s = raw(t)
+    expect_eof(s)
+    s.close()
     t.wait_log("refusing connection from 127.0.0.1:")
     assert "max_connections (3) reached" in t.log()
+    wait_closed(t, "max_connections reached", n=4)
     assert w.query(a, QUERY)[0] == w.OP_RESULT
     a.close()
     b.close()
     wait_closed(t, "app closed", n=2)
+    g.check()
+
+
+def test_max_connections_flood(real):
+    """100 silent connections beyond max_connections: at most 64 (the
+    SESSION_REFUSE_MAX) wait for a request to answer, the others are closed
+    at once, so a flood cannot hold descriptors; all are gone within the
+    1 s refusal wait, the witness is undisturbed, and the daemon takes
+    sessions again afterwards."""
+    t, g = real(listen={"max_connections": "2"})
+    a = w.connect(t.host, t.port)
+    socks = [raw(t) for _ in range(100)]
+    t0 = time.time()
+    early = 0
+    for s in socks:
+        s.settimeout(max(0.05, 0.6 - (time.time() - t0)))
+        try:
+            if s.recv(1) == b"":
+                early += 1
+        except (socket.timeout, ConnectionResetError):
+            pass
+    assert early >= 36, early
+    for s in socks:
+        expect_eof(s, timeout=5)
+        s.close()
+    wait_closed(t, "max_connections reached", n=100 - early)
+    assert w.query(a, QUERY)[0] == w.OP_RESULT
+    a.close()
+    wait_closed(t, "app closed")
+    s = w.connect(t.host, t.port)
+    s.close()
     g.check()
 
 
