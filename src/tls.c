@@ -110,6 +110,7 @@ static void
 tls_cache_use(struct tls_cache *c, SSL *ssl, const char *key)
 {
 	struct tls_cache_slot	*sl = NULL;
+	SSL_SESSION		*dup;
 	unsigned		 i;
 	time_t			 now = time(NULL);
 
@@ -135,8 +136,15 @@ tls_cache_use(struct tls_cache *c, SSL *ssl, const char *key)
 		SSL_SESSION_free(sl->sess);
 		sl->sess = NULL;
 	}
-	if (sl->sess != NULL)
-		(void)SSL_set_session(ssl, sl->sess);
+	/*
+	 * A copy: OpenSSL marks the session a connection uses as not
+	 * resumable when that connection fails or is freed before its
+	 * close_notify, and the cached one must not go with it.
+	 */
+	if (sl->sess != NULL && (dup = SSL_SESSION_dup(sl->sess)) != NULL) {
+		(void)SSL_set_session(ssl, dup);
+		SSL_SESSION_free(dup);
+	}
 	(void)SSL_set_ex_data(ssl, tls_slot_idx, (void *)(uintptr_t)(i + 1));
 	pthread_mutex_unlock(&c->lock);
 }
