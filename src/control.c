@@ -471,17 +471,6 @@ control_readcb(struct bufferevent *bev, void *arg)
 	}
 }
 
-/* Latest OpenSSL error recorded on ${bev}, or 0. */
-static unsigned long
-control_ssl_error(struct bufferevent *bev)
-{
-	unsigned long	 e, last = 0;
-
-	while ((e = bufferevent_get_openssl_error(bev)) != 0)
-		last = e;
-	return (last);
-}
-
 static void
 control_eventcb(struct bufferevent *bev, short what, void *arg)
 {
@@ -512,7 +501,7 @@ control_eventcb(struct bufferevent *bev, short what, void *arg)
 			control_fail(ctl, "cannot start the CQL handshake");
 		return;
 	}
-	err = control_ssl_error(bev);
+	err = tls_bev_error(bev);
 	if (err != 0 || ctl->hs.state == AUTH_S_FIRST ||
 	    SSL_get_verify_result(bufferevent_openssl_get_ssl(bev)) !=
 	    X509_V_OK)

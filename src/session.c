@@ -1034,24 +1034,6 @@ session_node_writecb(struct bufferevent *bev, void *arg)
 	session_drained(s, &s->node, &s->app);
 }
 
-/*
- * Latest OpenSSL error recorded on ${bev}, or 0.  libevent hands its errors
- * back last first, and records SSL_get_error()'s code (library 0) before
- * the OpenSSL queue: the first error from a library popped is the latest
- * real one; libevent's bare code only when there is no other.
- */
-static unsigned long
-session_ssl_error(struct bufferevent *bev)
-{
-	unsigned long	 e, latest = 0;
-
-	while ((e = bufferevent_get_openssl_error(bev)) != 0)
-		if (latest == 0 || (ERR_GET_LIB(latest) == 0 &&
-		    ERR_GET_LIB(e) != 0))
-			latest = e;
-	return (latest);
-}
-
 static void
 session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 {
@@ -1078,7 +1060,7 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	serr = EVUTIL_SOCKET_ERROR();
-	err = session_ssl_error(bev);
+	err = tls_bev_error(bev);
 	if (s->tls_up && err != 0 &&
 	    ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
 		/* The node closed TCP without close_notify: an EOF. */

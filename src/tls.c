@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -522,6 +523,18 @@ fail:
 	log_openssl_errors(LOG_LEVEL_ERROR, "TLS setup");
 	SSL_free(ssl);
 	return (NULL);
+}
+
+unsigned long
+tls_bev_error(struct bufferevent *bev)
+{
+	unsigned long	 e, latest = 0;
+
+	/* Handed back latest first: keep the first real one, drain all. */
+	while ((e = bufferevent_get_openssl_error(bev)) != 0)
+		if (latest == 0 && ERR_GET_LIB(e) != 0)
+			latest = e;
+	return (latest);
 }
 
 const char *

@@ -40,6 +40,16 @@ void	tls_ctx_free(struct tls_ctx *t);
 SSL	*tls_ssl_new(struct tls_ctx *t, const char *host, const char *peer);
 
 /*
+ * tls_bev_error(bev): the most telling OpenSSL error a bufferevent_openssl
+ * recorded, or 0.  libevent also records SSL_get_error() results (such as
+ * 5, SSL_ERROR_SYSCALL) in the same queue; they are not OpenSSL error
+ * codes (they print as "error:00000005:lib(0)::reason(5)") and are
+ * skipped: with none left, the caller describes the socket error or EOF.
+ */
+struct bufferevent;
+unsigned long tls_bev_error(struct bufferevent *bev);
+
+/*
  * tls_failure_reason(ssl, err, buf, len):
  * Describe why a handshake or TLS read failed: the certificate verification
  * result when there is one, else the OpenSSL error ${err} (e.g. the node's

@@ -936,6 +936,36 @@ def test_node_never_answers_tls(fronted):
     g.check()
 
 
+@pytest.mark.parametrize("how", ["eof", "rst"])
+def test_node_drops_tls_handshake(fronted, how):
+    """The node reads the ClientHello, then closes (FIN) or resets (RST):
+    the app gets a server ERROR that says so in words, never
+    libevent's bare SSL_get_error code, which OpenSSL prints as
+    "error:00000005:lib(0)::reason(5)".  Fake node (raw TCP)."""
+    t, node, g = fronted()
+
+    def script(raw_sock, node):
+        raw_sock.recv(4096)
+        if how == "rst":
+            rst_close(raw_sock)
+
+    node.push(script, tls=False)
+    s = raw(t)
+    s.sendall(w.frame(4, 0, w.OP_OPTIONS))
+    # OpenSSL names a FIN; libevent reports a reset (SSL_ERROR_SYSCALL
+    # with an empty error queue) as an EOF too.
+    want = ("TLS handshake failed: unexpected eof while reading"
+            if how == "eof" else
+            "node closed the connection during the TLS handshake")
+    msg = expect_error(s, 0x0000, want, version=4, stream=0)
+    assert "lib(0)" not in msg, msg
+    expect_eof(s)
+    s.close()
+    wait_closed(t, "TLS failed", want)
+    assert "lib(0)" not in t.log()
+    g.check()
+
+
 # =========================================================================
 # App-side v5 and compression abuse, against the real node
 # =========================================================================
