@@ -124,6 +124,8 @@ signal_stop_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	d->draining = true;
 	notify_state(NOTIFY_STOPPING, "draining");
+	/* Idle node connections are no sessions: nothing to wait for. */
+	session_ctx_reuse_stop(&d->sc);
 	listener_free(d->listener);
 	d->listener = NULL;
 	control_stop_listening(d->control);
@@ -367,6 +369,8 @@ reload(struct daemon *d)
 	core_dumps(cfg);
 	gen = session_gen_new(cfg, tls, auth_creds_new(cfg), ++d->generation);
 	session_ctx_set_gen(&d->sc, gen);
+	if (d->pool != NULL)
+		worker_pool_set_gen(d->pool, gen);
 	session_gen_unref(gen);
 	log_set_level(cfg->log_level);
 	log_configure(cfg->log_format, cfg->log_target);
