@@ -419,6 +419,7 @@ session_close(struct session *s, enum session_close_reason reason)
 	enum log_level		 level;
 	uint64_t		 ms = util_now_ms() - s->started_ms;
 	uint8_t			 version;
+	char			 reuse[80];
 
 	if (s->node_fail_reason == SESSION_CLOSE_DENIED) {
 		/* However a refused app leaves, it was refused. */
@@ -437,15 +438,24 @@ session_close(struct session *s, enum session_close_reason reason)
 		break;
 	}
 	version = s->hs.version != 0 ? s->hs.version : s->hs.first_version;
+	if (s->reused || s->kept) {
+		/* Part of the detail, which log readers split off at ": ". */
+		snprintf(reuse, sizeof(reuse), "%s%s%s%s",
+		    s->detail[0] != '\0' ? "; " : "",
+		    s->reused ? "reused node connection" : "",
+		    s->reused && s->kept ? ", " : "",
+		    s->kept ? "node connection kept for reuse" : "");
+	} else
+		reuse[0] = '\0';
 	session_log(level, "session %llu closed: app %s node %s proto %s "
-	    "app->node %llu B node->app %llu B %llu.%03llu s: %s%s%s%s%s",
+	    "app->node %llu B node->app %llu B %llu.%03llu s: %s%s%s%s",
 	    (unsigned long long)s->id, s->app_addr, session_node_label(s),
 	    version != 0 ? cql_version_name(version) : "-",
 	    (unsigned long long)s->app.bytes, (unsigned long long)s->node.bytes,
 	    (unsigned long long)(ms / 1000), (unsigned long long)(ms % 1000),
-	    session_close_reason_name(reason), s->detail[0] != '\0' ? ": " : "",
-	    s->detail, s->reused ? "; reused node connection" : "",
-	    s->kept ? "; node connection kept for reuse" : "");
+	    session_close_reason_name(reason),
+	    s->detail[0] != '\0' || reuse[0] != '\0' ? ": " : "", s->detail,
+	    reuse);
 
 	if (s->connect_ev != NULL)
 		event_free(s->connect_ev);

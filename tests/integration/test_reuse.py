@@ -189,8 +189,11 @@ def test_requests_in_flight_are_not_reused(tmp_path, tunnel_config):
         s.sendall(q)
         s.shutdown(socket.SHUT_WR)
         s.close()
-        closed(t, 1, False)
-        assert "node connection not kept: requests in flight" in t.log()
+        line = closed(t, 1, False)
+        # Either the close is seen first (app closed), or a write of an
+        # answer to the app fails first (app connection error).
+        assert "node connection not kept: requests in flight" in t.log() \
+            or "app connection error" in line, line
         assert wait_pooled(admin, 0) == 0
 
 
