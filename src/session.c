@@ -1013,6 +1013,9 @@ session_reuse_fallback(struct session *s)
 	s->unode = NULL;
 	log_debug("session %llu: no pooled node connection fits; connecting",
 	    (unsigned long long)s->id);
+	/* The time a session that connects at accept would have. */
+	session_timer_set(s, s->gen->cfg->connect_timeout_ms +
+	    s->gen->cfg->handshake_timeout_ms);
 	session_connect(s);
 }
 

@@ -323,3 +323,29 @@ def test_python_driver_reconnects(tmp_path, tunnel_config):
         reused, _ = metrics(admin)
         assert reused >= 1, t.log()
         assert "Sanitizer" not in t.log()
+
+
+def test_accept_mode_reuses_after_app_auth(tmp_path, tunnel_config):
+    """client_auth = accept: the app that gets a kept connection is still
+    challenged (AUTHENTICATE, then AUTH_SUCCESS for whatever it sends),
+    as every app in that mode is.  (No wait for /readyz: the control
+    connection does not complete its handshake in accept mode.)"""
+    admin = free_port()
+    cfg = tunnel_config(admin={"address": "127.0.0.1:%d" % admin},
+                        auth={"client_auth": "accept"})
+    with Tunnel(str(tmp_path), cfg) as t:
+        for n in (1, 2):
+            s = socket.create_connection((t.host, t.port), timeout=10)
+            s.sendall(cqlwire.frame(4, 1, cqlwire.OP_STARTUP,
+                                    cqlwire.startup_body()))
+            _, _, stream, op, body = cqlwire.read_frame(s)
+            assert (stream, op) == (1, cqlwire.OP_AUTHENTICATE), op
+            s.sendall(cqlwire.frame(4, 1, cqlwire.OP_AUTH_RESPONSE,
+                                    cqlwire.bytes_(b"\0app\0anything")))
+            _, _, stream, op, _ = cqlwire.read_frame(s)
+            assert (stream, op) == (1, cqlwire.OP_AUTH_SUCCESS), op
+            op, _ = cqlwire.query(s, "SELECT key FROM system.local")
+            assert op == cqlwire.OP_RESULT
+            s.close()
+            closed(t, n, True)
+        assert wait_pooled(admin, 1) == 1
