@@ -93,7 +93,7 @@ struct session {
 	/*
 	 * Reuse of node connections (see reuse.h).  ${startup} is the body
 	 * of the STARTUP that opened the node connection, ${supported} the
-	 * SUPPORTED the node answered an OPTIONS with, in ${hs_version}.
+	 * SUPPORTED the node answered an OPTIONS with, in ${supported_version}.
 	 */
 	bool			 reuse_wait;	/* app's STARTUP decides */
 	bool			 reused;	/* node conn from the pool */
