@@ -101,7 +101,8 @@ bench_stub() {
 # TUNNEL_WORKERS ([listen] workers, 1), TUNNEL_LOG_LEVEL (warn),
 # TUNNEL_NAME (file names in WORK, default cqltunnel, for a second
 # instance), TUNNEL_LISTEN_EXTRA (lines added to [listen], e.g.
-# "max_connections = 20000").
+# "max_connections = 20000"), TUNNEL_CLUSTER_EXTRA (lines added to
+# [cluster], e.g. "reuse_connections = no").
 bench_tunnel() {
 	local pki=$1 sport=$2 name=${TUNNEL_NAME:-cqltunnel}
 	local ini=$WORK/$name.ini
@@ -117,6 +118,7 @@ ${TUNNEL_LISTEN_EXTRA:-}
 [cluster]
 contact_points = 127.0.0.1:$sport
 topology = ${TUNNEL_TOPOLOGY:-pin}
+${TUNNEL_CLUSTER_EXTRA:-}
 
 [tls]
 ca_file = $pki/ca.pem

@@ -197,6 +197,8 @@ hs_relay(struct hs_fuzz *f, struct hs_side *app, struct hs_side *node,
 	    RELAY_COMP_SNAPPY : RELAY_COMP_NONE, NULL, 256u << 20);
 	if (mode == CONFIG_CLIENT_AUTH_PASSTHROUGH)
 		relay_expect_startup(&r);
+	/* As session.c does when reuse is on: the tracker sees it all. */
+	(void)relay_track_start(&r);
 	for (i = 0; i < 2; i++) {
 		in[i] = evbuffer_new();
 		out[i] = evbuffer_new();
@@ -221,6 +223,9 @@ hs_relay(struct hs_fuzz *f, struct hs_side *app, struct hs_side *node,
 		if (moved <= 0)
 			dead[i] = true;
 	}
+	FUZZ_CHECK(r.track.nout <= RELAY_TRACK_STREAMS);
+	FUZZ_CHECK(relay_reusable(&r) != RELAY_SPOIL_NONE ||
+	    r.track.requests == r.track.responses);
 	for (i = 0; i < 2; i++) {
 		evbuffer_free(in[i]);
 		evbuffer_free(out[i]);

@@ -665,6 +665,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    (opts & OPT_SMALL_MAX) ? SMALL_MAX_FRAME : 256u << 20);
 	if (passthrough)
 		relay_expect_startup(&r);
+	(void)relay_track_start(&r);	/* reuse's bookkeeping too */
 	memset(flows, 0, sizeof(flows));
 	for (i = 0; i < 2; i++) {
 		flows[i].from_app = i == 0;
@@ -739,6 +740,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		evbuffer_free(flows[i].out);
 		part_free(&parts[i]);
 	}
+	FUZZ_CHECK(r.track.nout <= RELAY_TRACK_STREAMS);
 	relay_free(&r);
 	return (0);
 }

@@ -163,6 +163,16 @@ admin_metrics(const struct admin *a, struct evbuffer *b)
 	    "%llu\n", (unsigned long long)st->tls_resumed,
 	    (unsigned long long)st->tls_full);
 
+	admin_head(b, "cqltunnel_node_connections_reused_total", "counter",
+	    "App sessions served on an authenticated node connection that an "
+	    "earlier app session left ([cluster] reuse_connections).");
+	evbuffer_add_printf(b, "cqltunnel_node_connections_reused_total %llu\n",
+	    (unsigned long long)st->reused);
+	admin_head(b, "cqltunnel_node_connections_pooled", "gauge",
+	    "Idle authenticated node connections kept for reuse now.");
+	evbuffer_add_printf(b, "cqltunnel_node_connections_pooled %u\n",
+	    t.pooled);
+
 	admin_head(b, "cqltunnel_auth_failures_total", "counter",
 	    "Sessions whose node refused the injected credentials.");
 	evbuffer_add_printf(b, "cqltunnel_auth_failures_total %llu\n",

@@ -657,3 +657,21 @@ auth_hs_fail_app(struct auth_hs *hs, int32_t code, const char *msg,
 	hs->state = AUTH_S_FAILED;
 	return (0);
 }
+
+void
+auth_hs_resume(struct auth_hs *hs, uint8_t version, int16_t stream,
+    const char *authenticator, const struct auth_sink *sink)
+{
+	if (!hs->have_first) {
+		hs->have_first = true;
+		hs->first_version = version;
+		hs->first_stream = stream;
+	}
+	hs->version = version;
+	hs->startup_stream = stream;
+	hs->compression = AUTH_COMP_NONE;
+	hs->injected = true;
+	snprintf(hs->authenticator, sizeof(hs->authenticator), "%s",
+	    authenticator);
+	auth_finish_app(hs, sink);
+}

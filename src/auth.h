@@ -127,6 +127,16 @@ bool	auth_hs_reads_node(const struct auth_hs *hs);
 int	auth_hs_fail_app(struct auth_hs *hs, int32_t code, const char *msg,
 	    const struct auth_sink *sink);
 
+/*
+ * auth_hs_resume(hs, version, stream, authenticator, sink):
+ * The app's STARTUP (${version}, on ${stream}) is answered from a node
+ * connection that is already authenticated with our credentials (a reused
+ * one): finish with the app as if the node had just accepted them (READY,
+ * or in accept mode AUTHENTICATE and then the app's AUTH_RESPONSE).
+ */
+void	auth_hs_resume(struct auth_hs *hs, uint8_t version, int16_t stream,
+	    const char *authenticator, const struct auth_sink *sink);
+
 const char *auth_state_name(enum auth_state s);
 
 #endif /* !AUTH_H */

@@ -86,6 +86,9 @@ enum config_key_id {
 	CONFIG_K_TOPOLOGY,
 	CONFIG_K_TRANSLATE_PREFIX,
 	CONFIG_K_LOCAL_DC,
+	CONFIG_K_REUSE_CONNECTIONS,
+	CONFIG_K_REUSE_MAX_IDLE,
+	CONFIG_K_REUSE_IDLE_TIMEOUT,
 	CONFIG_K_CA_FILE,
 	CONFIG_K_CERT_FILE,
 	CONFIG_K_KEY_FILE,
@@ -311,6 +314,23 @@ static const struct config_key config_keys[CONFIG_K_COUNT] = {
 		.section = "cluster", .name = "local_dc",
 		.type = CONFIG_T_STRING,
 		.max = 128,
+	},
+	[CONFIG_K_REUSE_CONNECTIONS] = {
+		.section = "cluster", .name = "reuse_connections",
+		.type = CONFIG_T_BOOL,
+		.dflt = "yes",
+	},
+	[CONFIG_K_REUSE_MAX_IDLE] = {
+		.section = "cluster", .name = "reuse_max_idle",
+		.type = CONFIG_T_UINT,
+		.min = 0, .max = 1024,
+		.dflt = "8",
+	},
+	[CONFIG_K_REUSE_IDLE_TIMEOUT] = {
+		.section = "cluster", .name = "reuse_idle_timeout",
+		.type = CONFIG_T_DURATION,
+		.min = 10, .max = 60 * 60 * 1000,
+		.dflt = "10s",
 	},
 	[CONFIG_K_CA_FILE] = {
 		.section = "tls", .name = "ca_file",
@@ -795,6 +815,15 @@ config_store_number(struct config *c, enum config_key_id id, uint64_t v)
 		break;
 	case CONFIG_K_RESUMPTION:
 		c->resumption = v != 0;
+		break;
+	case CONFIG_K_REUSE_CONNECTIONS:
+		c->reuse_connections = v != 0;
+		break;
+	case CONFIG_K_REUSE_MAX_IDLE:
+		c->reuse_max_idle = (unsigned)v;
+		break;
+	case CONFIG_K_REUSE_IDLE_TIMEOUT:
+		c->reuse_idle_timeout_ms = (unsigned)v;
 		break;
 	case CONFIG_K_INSECURE_SKIP_VERIFY:
 		c->insecure_skip_verify = v != 0;

@@ -81,6 +81,9 @@ struct config {
 	uint32_t	 translate_net;		/* host order, e.g. 127.0.1.0 */
 	unsigned	 translate_bits;	/* prefix length, 8..30 */
 	char		*local_dc;		/* optional */
+	bool		 reuse_connections;	/* default yes */
+	unsigned	 reuse_max_idle;	/* per node; 0: no reuse */
+	unsigned	 reuse_idle_timeout_ms;	/* default 10 s */
 
 	/* [tls] */
 	char		*ca_file;		/* NULL when ca_system */

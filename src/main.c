@@ -129,6 +129,8 @@ signal_stop_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	d->draining = true;
 	notify_state(NOTIFY_STOPPING, "draining");
+	/* Idle node connections are no sessions: nothing to wait for. */
+	session_ctx_reuse_stop(&d->sc);
 	listener_free(d->listener);
 	d->listener = NULL;
 	control_stop_listening(d->control);
@@ -375,6 +377,8 @@ reload(struct daemon *d)
 	    true);
 	config_forget_password(cfg);
 	session_ctx_set_gen(&d->sc, gen);
+	if (d->pool != NULL)
+		worker_pool_set_gen(d->pool, gen);
 	session_gen_unref(gen);
 	control_reload(d->control);
 	log_set_level(cfg->log_level);

@@ -59,6 +59,148 @@ relay_error_name(enum relay_error e)
 	return ("unknown");
 }
 
+const char *
+relay_spoil_name(enum relay_spoil sp)
+{
+	switch (sp) {
+	case RELAY_SPOIL_NONE:
+		return ("reusable");
+	case RELAY_SPOIL_OPCODE:
+		return ("app sent a request other than QUERY, PREPARE, "
+		    "EXECUTE, BATCH or OPTIONS");
+	case RELAY_SPOIL_EVENT:
+		return ("node sent an EVENT");
+	case RELAY_SPOIL_KEYSPACE:
+		return ("a USE set the connection's keyspace");
+	case RELAY_SPOIL_ERROR:
+		return ("node sent a protocol or server error");
+	case RELAY_SPOIL_COMPRESSED:
+		return ("compressed frame");
+	case RELAY_SPOIL_STREAMS:
+		return ("streams out of step");
+	case RELAY_SPOIL_IN_FLIGHT:
+		return ("requests in flight");
+	case RELAY_SPOIL_UNTRACKED:
+		return ("not tracked");
+	}
+	return ("unknown");
+}
+
+bool
+relay_track_start(struct relay *r)
+{
+	memset(&r->track, 0, sizeof(r->track));
+	if (r->segments || r->comp != RELAY_COMP_NONE || r->await_startup ||
+	    r->hdr_len != CQL_HEADER_LEN)
+		return (false);
+	r->track.on = true;
+	return (true);
+}
+
+enum relay_spoil
+relay_reusable(const struct relay *r)
+{
+	const struct relay_track	*t = &r->track;
+
+	if (!t->on)
+		return (RELAY_SPOIL_UNTRACKED);
+	if (t->spoil != RELAY_SPOIL_NONE)
+		return (t->spoil);
+	if (r->up.frame_left != 0 || r->down.frame_left != 0 ||
+	    t->nout != 0 || t->requests != t->responses)
+		return (RELAY_SPOIL_IN_FLIGHT);
+	return (RELAY_SPOIL_NONE);
+}
+
+/* Remember the first reason the connection cannot be reused. */
+static void
+track_spoil(struct relay_track *t, enum relay_spoil sp)
+{
+	if (t->spoil == RELAY_SPOIL_NONE)
+		t->spoil = sp;
+}
+
+/*
+ * Whether the tracker must see the first 4 bytes of this frame's body: a
+ * RESULT's kind or an ERROR's code.
+ */
+static inline bool
+track_wants_body(const struct relay *r, const struct relay_dir *d,
+    const struct cql_header *h)
+{
+	return (r->track.on && !d->from_app && h->length >= 4 &&
+	    (h->opcode == CQL_OP_RESULT || h->opcode == CQL_OP_ERROR));
+}
+
+/*
+ * Account for one frame that is being passed on.  ${b4}: the first 4
+ * bytes of its body when track_wants_body(), else NULL.  Requests and
+ * responses are paired by stream: a response on a stream with no request
+ * outstanding (a second page, say) spoils the connection as surely as an
+ * EVENT does, since the app's successor would receive what follows.
+ */
+static void
+track_frame(struct relay *r, const struct relay_dir *d,
+    const struct cql_header *h, const uint8_t *b4)
+{
+	struct relay_track	*t = &r->track;
+	uint32_t		 v;
+	unsigned		 i;
+
+	if (!t->on)
+		return;
+	if (h->flags & CQL_FLAG_COMPRESSION)
+		track_spoil(t, RELAY_SPOIL_COMPRESSED);
+	if (d->from_app) {
+		t->requests++;
+		switch (h->opcode) {
+		case CQL_OP_QUERY:
+		case CQL_OP_PREPARE:
+		case CQL_OP_EXECUTE:
+		case CQL_OP_BATCH:
+		case CQL_OP_OPTIONS:
+			break;
+		default:
+			track_spoil(t, RELAY_SPOIL_OPCODE);
+			break;
+		}
+		if (h->response || h->stream < 0) {
+			track_spoil(t, RELAY_SPOIL_STREAMS);
+			return;
+		}
+		for (i = 0; i < t->nout; i++)
+			if (t->out[i] == h->stream)
+				break;
+		if (i < t->nout || t->nout == RELAY_TRACK_STREAMS)
+			track_spoil(t, RELAY_SPOIL_STREAMS);
+		else
+			t->out[t->nout++] = h->stream;
+		return;
+	}
+	if (h->opcode == CQL_OP_EVENT)
+		track_spoil(t, RELAY_SPOIL_EVENT);
+	if (b4 != NULL) {
+		v = (uint32_t)b4[0] << 24 | (uint32_t)b4[1] << 16 |
+		    (uint32_t)b4[2] << 8 | b4[3];
+		if (h->opcode == CQL_OP_RESULT && v == 0x0003)
+			track_spoil(t, RELAY_SPOIL_KEYSPACE);
+		if (h->opcode == CQL_OP_ERROR && (v == CQL_ERR_PROTOCOL ||
+		    v == CQL_ERR_SERVER))
+			track_spoil(t, RELAY_SPOIL_ERROR);
+	}
+	if (h->stream < 0)
+		return;
+	t->responses++;
+	for (i = 0; i < t->nout; i++)
+		if (t->out[i] == h->stream)
+			break;
+	if (i == t->nout) {
+		track_spoil(t, RELAY_SPOIL_STREAMS);
+		return;
+	}
+	t->out[i] = t->out[--t->nout];
+}
+
 void
 relay_init(struct relay *r, uint8_t version, enum relay_compression comp,
     const struct topo_rewriter *rw, uint32_t max_frame)
@@ -469,6 +611,13 @@ frames_span(struct relay *r, struct relay_dir *d, struct evbuffer *in)
 			r->error = RELAY_ERR_TOO_LARGE;
 			return (-1);
 		}
+		if (track_wants_body(r, d, &ch)) {
+			/* Its first body bytes elsewhere: the slow path. */
+			if (off + r->hdr_len + 4 > v.iov_len)
+				break;
+			track_frame(r, d, &ch, p + off + r->hdr_len);
+		} else if (r->track.on)
+			track_frame(r, d, &ch, NULL);
 		off += r->hdr_len + (uint64_t)ch.length;
 	}
 	return ((ssize_t)off);
@@ -480,7 +629,8 @@ move_frames(struct relay *r, struct relay_dir *d, struct evbuffer *in,
     struct evbuffer *out)
 {
 	struct cql_header	 ch;
-	uint8_t			 hdr[CQL_HEADER_LEN];
+	uint8_t			 hdr[CQL_HEADER_LEN + 4];
+	const uint8_t		*b4;
 	size_t			 avail, n, total;
 	ssize_t			 moved = 0, span;
 
@@ -541,23 +691,34 @@ move_frames(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 				return (-1);
 			}
 		}
+		b4 = NULL;
+		if (track_wants_body(r, d, &ch)) {
+			if (avail < (size_t)r->hdr_len + 4)
+				break;
+			evbuffer_copyout(in, hdr, (size_t)r->hdr_len + 4);
+			b4 = hdr + r->hdr_len;
+		}
 		total = r->hdr_len + (size_t)ch.length;
 		if (opcode_watched(r, d, ch.opcode)) {
 			if (!frame_watch(r, d, in, &ch, total))
 				break;
+			track_frame(r, d, &ch, b4);
 			d->frame_left = total;
 			continue;
 		}
 		if (r->rw == NULL || d->unframed ||
 		    !opcode_interesting(r, d, ch.opcode)) {
+			track_frame(r, d, &ch, b4);
 			d->frame_left = total;
 			continue;
 		}
 		switch (frame_inspect(r, d, in, out, &ch)) {
 		case INSPECT_PASS:
+			track_frame(r, d, &ch, b4);
 			d->frame_left = total;
 			break;
 		case INSPECT_DONE:
+			track_frame(r, d, &ch, b4);
 			moved += (ssize_t)total;
 			break;
 		case INSPECT_WAIT:

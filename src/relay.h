@@ -39,6 +39,39 @@ enum relay_compression {
 	RELAY_COMP_SNAPPY,
 };
 
+/*
+ * Why a node connection cannot be reused (see relay_track_start()).  The
+ * first reason found sticks.
+ */
+enum relay_spoil {
+	RELAY_SPOIL_NONE,
+	RELAY_SPOIL_OPCODE,	/* app sent other than QUERY, PREPARE, ... */
+	RELAY_SPOIL_EVENT,	/* node sent an EVENT */
+	RELAY_SPOIL_KEYSPACE,	/* RESULT SET_KEYSPACE: a USE went through */
+	RELAY_SPOIL_ERROR,	/* ERROR PROTOCOL_ERROR or SERVER_ERROR */
+	RELAY_SPOIL_COMPRESSED,	/* a frame with the compression flag */
+	RELAY_SPOIL_STREAMS,	/* a stream out of step, or too many */
+	RELAY_SPOIL_IN_FLIGHT,	/* a request unanswered, or inside a frame */
+	RELAY_SPOIL_UNTRACKED,	/* tracking was not started */
+};
+
+/* Streams a tracked session may have in flight at once. */
+#define RELAY_TRACK_STREAMS	32
+
+/*
+ * Request/response bookkeeping for reuse: which streams are waiting for
+ * an answer, and whether anything made the connection unfit for another
+ * app.  Fixed size; no allocation.
+ */
+struct relay_track {
+	bool		 on;
+	enum relay_spoil spoil;
+	uint64_t	 requests;	/* frames from the app */
+	uint64_t	 responses;	/* node frames with stream >= 0 */
+	unsigned	 nout;		/* streams in flight */
+	int16_t		 out[RELAY_TRACK_STREAMS];
+};
+
 struct relay_buf {
 	uint8_t		*p;
 	size_t		 cap;
@@ -73,6 +106,7 @@ struct relay {
 	enum relay_error	 error;
 	uint32_t		 declared_len;	/* for RELAY_ERR_LZ4_TOO_LARGE */
 	uint64_t		 rewrites;	/* frames rewritten */
+	struct relay_track	 track;
 };
 
 /*
@@ -105,5 +139,25 @@ ssize_t	relay_move(struct relay *r, bool from_app, struct evbuffer *in,
 	    struct evbuffer *out);
 
 const char *relay_error_name(enum relay_error e);
+
+/*
+ * relay_track_start(r):
+ * Follow requests and responses from now on, so that relay_reusable() can
+ * tell whether the node connection could serve another app.  Only v3, v4
+ * and DSE framing without compression can be followed (bodies must be
+ * readable, and v5 envelopes are not walked); returns false otherwise.
+ */
+bool	relay_track_start(struct relay *r);
+
+/*
+ * relay_reusable(r):
+ * RELAY_SPOIL_NONE if the connection carries nothing of the session: both
+ * directions at a frame boundary, every request answered exactly once, no
+ * disqualifying frame seen.  The caller checks that nothing is buffered.
+ * Tracking must have been started.
+ */
+enum relay_spoil relay_reusable(const struct relay *r);
+
+const char *relay_spoil_name(enum relay_spoil s);
 
 #endif /* !RELAY_H */

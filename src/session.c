@@ -34,6 +34,7 @@
 #include "cql_frame.h"
 #include "log.h"
 #include "relay.h"
+#include "reuse.h"
 #include "session.h"
 #include "tls.h"
 #include "upstream.h"
@@ -45,6 +46,8 @@
 #define SESSION_HS_READ_MAX	(AUTH_MAX_HS_FRAME + 64 * 1024)
 /* How long to wait for a final flush before giving up. */
 #define SESSION_FLUSH_MS	5000
+/* Largest STARTUP or SUPPORTED body kept for reuse. */
+#define SESSION_REUSE_BODY_MAX	4096
 
 struct session_half {
 	struct bufferevent	*bev;		/* handshake phase */
@@ -88,6 +91,20 @@ struct session {
 	enum session_close_reason node_fail_reason;
 	uint16_t		 node_fail_code;	/* CQL error code */
 	char			 node_fail_msg[300];
+
+	/*
+	 * Reuse of node connections (see reuse.h).  ${startup} is the body
+	 * of the STARTUP that opened the node connection, ${supported} the
+	 * SUPPORTED the node answered an OPTIONS with, in ${supported_version}.
+	 */
+	bool			 reuse_wait;	/* app's STARTUP decides */
+	bool			 reused;	/* node conn from the pool */
+	bool			 kept;		/* ... and back to it */
+	uint8_t			*startup;
+	size_t			 startup_len;
+	uint8_t			*supported;
+	size_t			 supported_len;
+	uint8_t			 supported_version;
 
 	enum session_close_reason closing_reason;
 	char			 detail[300];
@@ -138,6 +155,8 @@ static const char *const session_reason_labels[SESSION_CLOSE_NREASONS] = {
 };
 
 static void	session_connect(struct session *s);
+static bool	session_reuse_allowed(const struct session *s);
+static bool	session_reuse_keep(struct session *s);
 static void	session_app_readcb(struct bufferevent *bev, void *arg);
 static void	session_app_writecb(struct bufferevent *bev, void *arg);
 static void	session_app_eventcb(struct bufferevent *bev, short what,
@@ -246,6 +265,14 @@ session_ctx_init(struct session_ctx *sc, struct event_base *base,
 	atomic_init(&sc->live_own, 0);
 	sc->live = &sc->live_own;
 	TAILQ_INIT(&sc->sessions);
+	reuse_pool_init(&sc->pool, base);
+}
+
+void
+session_ctx_reuse_stop(struct session_ctx *sc)
+{
+	sc->reuse_stopped = true;
+	reuse_pool_flush(&sc->pool, NULL, NULL);
 }
 
 unsigned
@@ -263,6 +290,7 @@ session_ctx_totals(const struct session_ctx *sc, struct session_totals *t)
 	memcpy(t->closed, sc->closed, sizeof(t->closed));
 	t->rewrites = sc->rewrites;
 	t->open = sc->nsessions;
+	t->pooled = reuse_pool_count(&sc->pool);
 }
 
 void
@@ -283,6 +311,7 @@ session_totals_add(struct session_totals *sum, const struct session_totals *t)
 		a->last_hs_ok_ms = b->last_hs_ok_ms;
 	a->tls_resumed += b->tls_resumed;
 	a->tls_full += b->tls_full;
+	a->reused += b->reused;
 	a->tls_fail_other += b->tls_fail_other;
 	for (j = 0; j < b->ntls_fail; j++) {
 		for (i = 0; i < a->ntls_fail; i++)
@@ -301,6 +330,7 @@ session_totals_add(struct session_totals *sum, const struct session_totals *t)
 		sum->closed[i] += t->closed[i];
 	sum->rewrites += t->rewrites;
 	sum->open += t->open;
+	sum->pooled += t->pooled;
 }
 
 void
@@ -309,6 +339,9 @@ session_ctx_set_gen(struct session_ctx *sc, struct session_gen *gen)
 	struct session_gen	*old = sc->gen;
 
 	sc->gen = session_gen_ref(gen);
+	/* New TLS settings or credentials: no connection of the old ones. */
+	if (gen != old)
+		reuse_pool_flush(&sc->pool, gen, NULL);
 	session_gen_unref(old);
 }
 
@@ -392,6 +425,7 @@ session_close(struct session *s, enum session_close_reason reason)
 	enum log_level		 level;
 	uint64_t		 ms = util_now_ms() - s->started_ms;
 	uint8_t			 version;
+	char			 reuse[80];
 
 	if (s->refused) {
 		/* However a refused app leaves, it was refused. */
@@ -411,14 +445,24 @@ session_close(struct session *s, enum session_close_reason reason)
 		break;
 	}
 	version = s->hs.version != 0 ? s->hs.version : s->hs.first_version;
+	if (s->reused || s->kept) {
+		/* Part of the detail, which log readers split off at ": ". */
+		snprintf(reuse, sizeof(reuse), "%s%s%s%s",
+		    s->detail[0] != '\0' ? "; " : "",
+		    s->reused ? "reused node connection" : "",
+		    s->reused && s->kept ? ", " : "",
+		    s->kept ? "node connection kept for reuse" : "");
+	} else
+		reuse[0] = '\0';
 	session_log(level, "session %llu closed: app %s node %s proto %s "
-	    "app->node %llu B node->app %llu B %llu.%03llu s: %s%s%s",
+	    "app->node %llu B node->app %llu B %llu.%03llu s: %s%s%s%s",
 	    (unsigned long long)s->id, s->app_addr, session_node_label(s),
 	    version != 0 ? cql_version_name(version) : "-",
 	    (unsigned long long)s->app.bytes, (unsigned long long)s->node.bytes,
 	    (unsigned long long)(ms / 1000), (unsigned long long)(ms % 1000),
-	    session_close_reason_name(reason), s->detail[0] != '\0' ? ": " : "",
-	    s->detail);
+	    session_close_reason_name(reason),
+	    s->detail[0] != '\0' || reuse[0] != '\0' ? ": " : "", s->detail,
+	    reuse);
 
 	if (s->connect_ev != NULL)
 		event_free(s->connect_ev);
@@ -436,6 +480,8 @@ session_close(struct session *s, enum session_close_reason reason)
 	    reason != SESSION_CLOSE_NODE_EOF);
 	if (s->pending != NULL)
 		evbuffer_free(s->pending);
+	free(s->startup);
+	free(s->supported);
 	if (s->relay_ready) {
 		sc->rewrites += s->relay.rewrites;
 		relay_free(&s->relay);
@@ -459,6 +505,7 @@ session_close_all(struct session_ctx *sc, enum session_close_reason reason)
 
 	while ((s = TAILQ_FIRST(&sc->sessions)) != NULL)
 		session_close(s, reason);
+	reuse_pool_flush(&sc->pool, NULL, NULL);
 }
 
 /*
@@ -753,6 +800,10 @@ session_conn_cb(struct conn *c, int what, void *arg)
 	} else
 		r = h == &s->app ? SESSION_CLOSE_APP_EOF :
 		    SESSION_CLOSE_NODE_EOF;
+	if (r == SESSION_CLOSE_APP_EOF && session_reuse_keep(s)) {
+		session_close(s, r);
+		return;
+	}
 	/* Deliver what the side sent before it left, then close. */
 	(void)session_flush_close(s, peer, r);
 }
@@ -767,7 +818,8 @@ session_io_start(struct session *s)
 	struct event_base	*base = s->sc->base;
 
 	bufferevent_disable(s->app.bev, EV_READ | EV_WRITE);
-	bufferevent_disable(s->node.bev, EV_READ | EV_WRITE);
+	if (s->node.bev != NULL)	/* NULL: a reused node connection */
+		bufferevent_disable(s->node.bev, EV_READ | EV_WRITE);
 	if (conn_init(&s->app.c, base, s->app_fd, NULL,
 	    SESSION_HIGH_WATER / 2, session_conn_cb, s) == -1)
 		return (-1);
@@ -779,23 +831,27 @@ session_io_start(struct session *s)
 	s->io = true;
 	/* A bufferevent alone may take from its output: it is dormant now. */
 	evbuffer_unfreeze(bufferevent_get_output(s->app.bev), 1);
-	evbuffer_unfreeze(bufferevent_get_output(s->node.bev), 1);
 	if (evbuffer_add_buffer(s->app.c.in,
 	    bufferevent_get_input(s->app.bev)) == -1 ||
 	    evbuffer_add_buffer(s->app.c.out,
-	    bufferevent_get_output(s->app.bev)) == -1 ||
-	    evbuffer_add_buffer(s->node.c.in,
-	    bufferevent_get_input(s->node.bev)) == -1 ||
-	    evbuffer_add_buffer(s->node.c.out,
-	    bufferevent_get_output(s->node.bev)) == -1)
+	    bufferevent_get_output(s->app.bev)) == -1)
 		return (-1);
+	if (s->node.bev != NULL) {
+		evbuffer_unfreeze(bufferevent_get_output(s->node.bev), 1);
+		if (evbuffer_add_buffer(s->node.c.in,
+		    bufferevent_get_input(s->node.bev)) == -1 ||
+		    evbuffer_add_buffer(s->node.c.out,
+		    bufferevent_get_output(s->node.bev)) == -1)
+			return (-1);
+	}
 	/*
 	 * The bufferevents own neither socket nor SSL (no CLOSE_ON_FREE):
 	 * free them, an idle session is smaller without.  Safe inside their
 	 * own callbacks, which hold a reference until they return.
 	 */
 	bufferevent_free(s->app.bev);
-	bufferevent_free(s->node.bev);
+	if (s->node.bev != NULL)
+		bufferevent_free(s->node.bev);
 	s->app.bev = s->node.bev = NULL;
 	if (s->pending != NULL) {
 		evbuffer_free(s->pending);
@@ -833,6 +889,9 @@ session_enter_relay(struct session *s)
 	if (s->gen->cfg->client_auth == CONFIG_CLIENT_AUTH_PASSTHROUGH)
 		relay_expect_startup(&s->relay);
 	s->relay_ready = true;
+	if (session_reuse_allowed(s) && s->hs.injected && s->startup != NULL &&
+	    reuse_startup_ok(s->hs.version, s->startup, s->startup_len))
+		(void)relay_track_start(&s->relay);
 	if (s->hs.authenticator[0] != '\0' &&
 	    strcmp(s->hs.authenticator, s->sc->authenticator) != 0) {
 		log_info("node %s uses authenticator %s; %s",
@@ -885,6 +944,259 @@ session_hs_failed(struct session *s)
 	session_flush_close(s, &s->app, r);
 }
 
+/* Whether the session's configuration lets node connections be reused. */
+static bool
+session_reuse_allowed(const struct session *s)
+{
+	const struct config	*c = s->gen->cfg;
+
+	/* With passthrough the identity on the connection is the app's. */
+	return (c->reuse_connections && c->reuse_max_idle > 0 &&
+	    c->client_auth != CONFIG_CLIENT_AUTH_PASSTHROUGH &&
+	    !s->sc->reuse_stopped);
+}
+
+/* Whether ${n} may serve a kept connection: not down, not failing. */
+static bool
+session_node_healthy(struct session_ctx *sc, const struct upstream_node *n)
+{
+	bool	 ok;
+
+	upstream_lock(sc->up);
+	ok = !n->down && !n->gone && n->failures == 0;
+	upstream_unlock(sc->up);
+	return (ok);
+}
+
+/* Copy ${n} bytes at ${p} into *dst (replacing it); false if too large. */
+static bool
+session_keep_body(uint8_t **dst, size_t *dlen, const uint8_t *p, size_t n)
+{
+	uint8_t	*copy;
+
+	if (n > SESSION_REUSE_BODY_MAX || (copy = malloc(n + 1)) == NULL)
+		return (false);
+	memcpy(copy, p, n);
+	free(*dst);
+	*dst = copy;
+	*dlen = n;
+	return (true);
+}
+
+/*
+ * The handshake passed on a frame (${p}, ${n} bytes, from the app or the
+ * node) while it was in ${was}: keep the app's STARTUP and the node's
+ * SUPPORTED, which a later app's handshake on this connection must match.
+ */
+static void
+session_hs_capture(struct session *s, bool from_app, enum auth_state was,
+    const uint8_t *p, size_t n)
+{
+	struct cql_header	 h;
+	int			 hl;
+
+	if (was != AUTH_S_FIRST && was != AUTH_S_PRE_STARTUP)
+		return;
+	if ((hl = cql_header_parse(p, n, &h)) <= 0 ||
+	    (size_t)hl + (size_t)h.length > n)
+		return;
+	if (from_app && !h.response && h.opcode == CQL_OP_STARTUP)
+		(void)session_keep_body(&s->startup, &s->startup_len, p + hl,
+		    (size_t)h.length);
+	else if (!from_app && h.response && h.opcode == CQL_OP_SUPPORTED &&
+	    session_keep_body(&s->supported, &s->supported_len, p + hl,
+	    (size_t)h.length))
+		s->supported_version = h.version;
+}
+
+/*
+ * Reuse cannot serve this app: connect to a node as a session without a
+ * pool does; the app's buffered STARTUP goes to the auth machine next.
+ */
+static void
+session_reuse_fallback(struct session *s)
+{
+	s->reuse_wait = false;
+	s->unode = NULL;
+	log_debug("session %llu: no pooled node connection fits; connecting",
+	    (unsigned long long)s->id);
+	/* The time a session that connects at accept would have. */
+	session_timer_set(s, s->gen->cfg->connect_timeout_ms +
+	    s->gen->cfg->handshake_timeout_ms);
+	session_connect(s);
+}
+
+/* Answer the app's OPTIONS (${h}) with a SUPPORTED body we kept. */
+static void
+session_reuse_supported(struct session *s, const struct cql_header *h,
+    const uint8_t *body, size_t len)
+{
+	struct cql_header	 rh;
+	uint8_t			 hdr[CQL_HEADER_LEN];
+	size_t			 hl;
+
+	memset(&rh, 0, sizeof(rh));
+	rh.version = h->version;
+	rh.response = true;
+	rh.stream = h->stream;
+	rh.opcode = CQL_OP_SUPPORTED;
+	rh.length = (int32_t)len;
+	hl = cql_header_write(hdr, &rh);
+	session_app_write(s, hdr, hl);
+	session_app_write(s, body, len);
+	(void)session_keep_body(&s->supported, &s->supported_len, body, len);
+	s->supported_version = h->version;
+}
+
+/*
+ * A session that may get a pooled node connection: answer the app's
+ * OPTIONS from the pool, and on its STARTUP take a connection that the
+ * same STARTUP opened.  Anything else, or no match, falls back to a
+ * connection of its own.  Returns false while more of the app's bytes are
+ * needed.
+ */
+static bool
+session_reuse_pump(struct session *s)
+{
+	struct evbuffer		*in = bufferevent_get_input(s->app.bev);
+	struct reuse_pool	*pool = &s->sc->pool;
+	struct reuse_conn	 rc;
+	struct cql_header	 h;
+	uint8_t			 hdr[CQL_HEADER_LEN], *p;
+	const uint8_t		*sup;
+	size_t			 len, total, slen;
+
+	for (;;) {
+		len = evbuffer_get_length(in);
+		if (len == 0)
+			return (false);
+		evbuffer_copyout(in, hdr, 1);
+		if (hdr[0] != CQL_V3 && hdr[0] != CQL_V4 &&
+		    hdr[0] != CQL_DSE_V1 && hdr[0] != CQL_DSE_V2)
+			break;
+		if (len < CQL_HEADER_LEN)
+			return (false);
+		evbuffer_copyout(in, hdr, CQL_HEADER_LEN);
+		if (cql_header_parse(hdr, CQL_HEADER_LEN, &h) <= 0 ||
+		    h.response || (h.flags & CQL_FLAG_COMPRESSION) ||
+		    (size_t)h.length > SESSION_REUSE_BODY_MAX)
+			break;
+		total = CQL_HEADER_LEN + (size_t)h.length;
+		if (len < total)
+			return (false);
+		if ((p = evbuffer_pullup(in, (ssize_t)total)) == NULL)
+			break;
+		if (h.opcode == CQL_OP_OPTIONS) {
+			sup = reuse_pool_supported(pool, s->unode, s->gen,
+			    h.version, &slen);
+			if (sup == NULL)
+				break;
+			session_reuse_supported(s, &h, sup, slen);
+			evbuffer_drain(in, total);
+			s->app.bytes += total;
+			continue;
+		}
+		if (h.opcode != CQL_OP_STARTUP ||
+		    !reuse_startup_ok(h.version, p + CQL_HEADER_LEN,
+		    (size_t)h.length) ||
+		    !reuse_pool_take(pool, s->unode, s->gen, h.version,
+		    p + CQL_HEADER_LEN, (size_t)h.length, &rc))
+			break;
+		evbuffer_drain(in, total);
+		s->app.bytes += total;
+		s->reuse_wait = false;
+		s->reused = true;
+		s->sc->stats.reused++;
+		s->node_fd = rc.fd;
+		s->ssl = rc.ssl;
+		s->tls_up = true;
+		snprintf(s->node_label, sizeof(s->node_label), "%s", rc.label);
+		free(s->startup);
+		free(s->supported);
+		s->startup = rc.startup;
+		s->startup_len = rc.startup_len;
+		s->supported = rc.supported;
+		s->supported_len = rc.supported_len;
+		s->supported_version = rc.version;
+		session_gen_unref(rc.gen);	/* the session holds its own */
+		log_debug("session %llu: reusing a node connection to %s",
+		    (unsigned long long)s->id, session_node_label(s));
+		auth_hs_resume(&s->hs, h.version, h.stream, rc.authenticator,
+		    &s->sink);
+		return (true);
+	}
+	session_reuse_fallback(s);
+	return (true);
+}
+
+/*
+ * The app closed during the relay: put the node connection in the pool if
+ * nothing of this session can reach the next app on it (see reuse.h and
+ * relay_reusable()).  Returns true if it was kept; the session then only
+ * has to close.
+ */
+static bool
+session_reuse_keep(struct session *s)
+{
+	struct session_ctx	*sc = s->sc;
+	const struct config	*c = s->gen->cfg;
+	struct reuse_conn	 rc;
+	enum relay_spoil	 sp;
+	const char		*why = NULL;
+	bool			 with_supported;
+
+	if (!s->relay_ready || !s->relay.track.on)
+		return (false);
+	if ((sp = relay_reusable(&s->relay)) != RELAY_SPOIL_NONE)
+		why = relay_spoil_name(sp);
+	else if (evbuffer_get_length(s->app.c.in) != 0 ||
+	    evbuffer_get_length(s->app.c.out) != 0 ||
+	    evbuffer_get_length(s->node.c.in) != 0 ||
+	    evbuffer_get_length(s->node.c.out) != 0 ||
+	    SSL_has_pending(s->ssl) || SSL_get_shutdown(s->ssl) != 0)
+		why = "bytes still buffered";
+	else if (s->gen != sc->gen || !session_reuse_allowed(s))
+		why = "configuration reloaded";
+	else if (!session_node_healthy(sc, s->unode))
+		why = "node down";
+	if (why == NULL) {
+		memset(&rc, 0, sizeof(rc));
+		rc.unode = s->unode;
+		rc.gen = session_gen_ref(s->gen);
+		rc.fd = s->node_fd;
+		rc.ssl = s->ssl;
+		rc.version = s->hs.version;
+		rc.startup = s->startup;
+		rc.startup_len = s->startup_len;
+		with_supported = s->supported != NULL &&
+		    s->supported_version == s->hs.version;
+		if (with_supported) {
+			rc.supported = s->supported;
+			rc.supported_len = s->supported_len;
+		}
+		snprintf(rc.authenticator, sizeof(rc.authenticator), "%s",
+		    s->hs.authenticator);
+		snprintf(rc.label, sizeof(rc.label), "%s", s->node_label);
+		if (reuse_pool_put(&sc->pool, &rc, c->reuse_max_idle,
+		    c->reuse_idle_timeout_ms) == 0) {
+			/* The pool watches the socket from here on. */
+			conn_free(&s->node.c);
+			if (!with_supported)
+				free(s->supported);
+			s->startup = s->supported = NULL;
+			s->node_fd = -1;
+			s->ssl = NULL;
+			s->kept = true;
+			return (true);
+		}
+		session_gen_unref(rc.gen);
+		why = "pool full";
+	}
+	log_debug("session %llu: node connection not kept: %s",
+	    (unsigned long long)s->id, why);
+	return (false);
+}
+
 /*
  * Feed one side's buffered bytes to the auth machine.  Returns 1 if some
  * were used, 0 if none, -1 if the handshake failed.
@@ -898,6 +1210,7 @@ session_hs_feed(struct session *s, bool from_app)
 	ssize_t			 used;
 	uint8_t			*p;
 	int			 progress = 0;
+	enum auth_state		 was;
 
 	if (h->bev == NULL)
 		return (0);
@@ -915,6 +1228,7 @@ session_hs_feed(struct session *s, bool from_app)
 			want = SESSION_HS_READ_MAX;
 		if ((p = evbuffer_pullup(in, (ssize_t)want)) == NULL)
 			return (-1);
+		was = s->hs.state;
 		used = from_app ? auth_hs_app(&s->hs, p, want, &s->sink) :
 		    auth_hs_node(&s->hs, p, want, &s->sink);
 		if (used < 0)
@@ -925,6 +1239,8 @@ session_hs_feed(struct session *s, bool from_app)
 				continue;	/* pull up more */
 			break;
 		}
+		if (session_reuse_allowed(s))
+			session_hs_capture(s, from_app, was, p, (size_t)used);
 		evbuffer_drain(in, (size_t)used);
 		h->bytes += (uint64_t)used;
 		progress = 1;
@@ -938,6 +1254,8 @@ session_hs_pump(struct session *s)
 {
 	int	 a, n = 0;
 
+	if (s->reuse_wait && !session_reuse_pump(s))
+		return;
 	do {
 		a = session_hs_feed(s, true);
 		if (a < 0)
@@ -1271,7 +1589,8 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	session_detail(s, "%s did not complete within %u ms (state %s)",
-	    s->tls_up ? "CQL handshake" : "TLS handshake",
+	    s->reuse_wait ? "app's STARTUP" : s->tls_up ? "CQL handshake" :
+	    "TLS handshake",
 	    s->gen->cfg->handshake_timeout_ms, auth_state_name(s->hs.state));
 	if (s->hs.have_first) {
 		char	 msg[sizeof(s->detail) + 64 + UTIL_ADDRSTRLEN];
@@ -1284,6 +1603,37 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	session_close(s, SESSION_CLOSE_HANDSHAKE_TIMEOUT);
+}
+
+/*
+ * Whether the node this session would use has pooled connections; if so,
+ * wait for the app's STARTUP instead of connecting (see
+ * session_reuse_pump()).  When the pool is empty nothing changes: the
+ * connect overlaps with the app's first bytes as it always did.
+ */
+static bool
+session_reuse_candidate(struct session *s)
+{
+	struct session_ctx	*sc = s->sc;
+	struct upstream_node	*n;
+
+	if (reuse_pool_count(&sc->pool) == 0)
+		return (false);
+	n = s->target != NULL ? s->target : upstream_pick(sc->up,
+	    sc->rw != NULL ? upstream_node_at(sc->up, 0) : NULL, NULL);
+	if (n == NULL || !reuse_pool_has(&sc->pool, n, s->gen))
+		return (false);
+	if (!session_node_healthy(sc, n)) {
+		reuse_pool_flush(&sc->pool, NULL, n);
+		return (false);
+	}
+	s->unode = n;
+	upstream_node_addr(sc->up, n, &s->node_addr, &s->node_addrlen,
+	    s->node_label, sizeof(s->node_label));
+	s->reuse_wait = true;
+	s->state = SESSION_HANDSHAKE;
+	session_timer_set(s, s->gen->cfg->handshake_timeout_ms);
+	return (true);
 }
 
 /*
@@ -1355,6 +1705,8 @@ session_begin(struct session_ctx *sc, evutil_socket_t fd,
 		session_timer_set(s, SESSION_REFUSE_MS);
 		return;
 	}
+	if (session_reuse_allowed(s) && session_reuse_candidate(s))
+		return;
 	session_connect(s);
 }
 

@@ -18,6 +18,8 @@
 #include <event2/event.h>
 #include <event2/util.h>
 
+#include "reuse.h"
+
 struct config;
 struct tls_ctx;
 struct auth_creds;
@@ -106,6 +108,7 @@ struct session_stats {
 	}		 tls_fail[SESSION_TLS_REASONS];
 	unsigned	 ntls_fail;
 	uint64_t	 tls_fail_other;	/* beyond the table */
+	uint64_t	 reused;	/* sessions on a pooled node conn */
 };
 
 /* session_start() hands sessions to worker event loops through this. */
@@ -130,6 +133,8 @@ struct session_ctx {
 	uint64_t		 rewrites;	/* by closed sessions */
 	struct session_stats	 stats;
 	char			 authenticator[128];	/* last one logged */
+	struct reuse_pool	 pool;		/* idle node connections */
+	bool			 reuse_stopped;	/* draining: keep none */
 	/* Called when the last session ends (for draining). */
 	void			(*on_idle)(void *arg);
 	void			*on_idle_arg;
@@ -139,7 +144,10 @@ struct session_ctx {
 void	session_ctx_init(struct session_ctx *sc, struct event_base *base,
 	    struct session_gen *gen, struct upstream *up);
 
-/* session_ctx_set_gen(sc, gen): new sessions use ${gen} (ref taken). */
+/*
+ * session_ctx_set_gen(sc, gen): new sessions use ${gen} (ref taken); node
+ * connections kept under another generation are closed.
+ */
 void	session_ctx_set_gen(struct session_ctx *sc, struct session_gen *gen);
 
 /*
@@ -171,6 +179,7 @@ struct session_totals {
 	uint64_t		 closed[SESSION_CLOSE_NREASONS];
 	uint64_t		 rewrites;
 	unsigned		 open;		/* in the loops summed */
+	unsigned		 pooled;	/* idle node connections kept */
 };
 
 /* session_ctx_totals(sc, t): ${sc}'s figures (from its own thread). */
@@ -200,9 +209,18 @@ void	session_refuse(struct session_ctx *sc, evutil_socket_t fd,
 /* session_close(s, reason): the one way a session ends. */
 void	session_close(struct session *s, enum session_close_reason reason);
 
-/* session_close_all(sc, reason): end every session now. */
+/*
+ * session_close_all(sc, reason): end every session now, and close the
+ * idle node connections kept for reuse.
+ */
 void	session_close_all(struct session_ctx *sc,
 	    enum session_close_reason reason);
+
+/*
+ * session_ctx_reuse_stop(sc): close the idle node connections kept for
+ * reuse and keep no more (draining).
+ */
+void	session_ctx_reuse_stop(struct session_ctx *sc);
 
 const char *session_close_reason_name(enum session_close_reason r);
 /* session_close_reason_label(r): "app_eof", ... (for metrics). */

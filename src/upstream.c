@@ -241,6 +241,13 @@ upstream_report_nl(struct upstream *u, struct upstream_node *n, bool ok)
 			    n->addrstr : n->host);
 		n->failures = 0;
 		n->retry_at_ms = 0;
+		/*
+		 * A handshake that just worked outranks a STATUS_CHANGE DOWN
+		 * heard before: a node announces its own shutdown, and
+		 * after its restart nobody sends the control connection
+		 * (which is on that very node) an UP for it.
+		 */
+		n->down = false;
 		return;
 	}
 	n->failures++;

@@ -51,6 +51,7 @@ struct worker {
 	size_t			 qn, qcap;
 	unsigned		 cmds;
 	enum session_close_reason close_reason;
+	struct session_gen	*gen;		/* from a reload (a ref) */
 	struct session_totals	 snap;		/* last published */
 };
 
@@ -81,9 +82,24 @@ worker_dispatch(void *arg, evutil_socket_t fd, const struct sockaddr *sa,
     int salen, struct upstream_node *target, struct session_gen *gen)
 {
 	struct worker_pool	*p = arg;
-	struct worker		*w = &p->w[p->next++ % p->n];
+	struct worker		*w = &p->w[p->next % p->n];
 	struct worker_item	*it, *q;
 	size_t			 cap;
+	unsigned		 i;
+
+	/*
+	 * Round robin, except that a worker holding idle node connections
+	 * (see reuse.h) is preferred to one holding none: sequential apps
+	 * would otherwise land where nothing can be reused.
+	 */
+	for (i = 0; i < p->n; i++) {
+		w = &p->w[(p->next + i) % p->n];
+		if (reuse_pool_count(&w->sc.pool) > 0)
+			break;
+	}
+	if (i == p->n)
+		w = &p->w[p->next % p->n];
+	p->next++;
 
 	pthread_mutex_lock(&w->lock);
 	if (w->qn == w->qcap) {
@@ -154,6 +170,7 @@ worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 	size_t			 n, i;
 	unsigned		 cmds;
 	enum session_close_reason reason;
+	struct session_gen	*gen;
 	uint64_t		 v;
 
 	(void)what;
@@ -167,15 +184,27 @@ worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 	cmds = w->cmds;
 	w->cmds = 0;
 	reason = w->close_reason;
+	gen = w->gen;
+	w->gen = NULL;
 	pthread_mutex_unlock(&w->lock);
+
 
 	for (i = 0; i < n; i++)
 		session_adopt(&w->sc, q[i].fd, (struct sockaddr *)&q[i].sa,
 		    q[i].salen, q[i].target, q[i].gen);
 	free(q);
+	if (gen != NULL) {
+		/*
+		 * After the queue, whose connections may have been accepted
+		 * before the reload and carry the generation before it.
+		 */
+		session_ctx_set_gen(&w->sc, gen);
+		session_gen_unref(gen);
+	}
 	if (cmds & WORKER_CMD_CLOSE)
 		session_close_all(&w->sc, reason);
 	if (cmds & WORKER_CMD_DRAIN) {
+		session_ctx_reuse_stop(&w->sc);
 		w->sc.on_idle = worker_idle;
 		w->sc.on_idle_arg = w;
 		if (w->sc.nsessions == 0)
@@ -298,6 +327,22 @@ worker_pool_new(unsigned n, struct session_ctx *sc, char *err, size_t len)
 }
 
 void
+worker_pool_set_gen(struct worker_pool *p, struct session_gen *gen)
+{
+	struct session_gen	*old;
+	unsigned		 i;
+
+	for (i = 0; i < p->n; i++) {
+		pthread_mutex_lock(&p->w[i].lock);
+		old = p->w[i].gen;
+		p->w[i].gen = session_gen_ref(gen);
+		pthread_mutex_unlock(&p->w[i].lock);
+		session_gen_unref(old);
+		worker_kick(&p->w[i]);
+	}
+}
+
+void
 worker_pool_drain(struct worker_pool *p, void (*done)(void *), void *arg)
 {
 	p->done = done;
@@ -360,6 +405,7 @@ worker_pool_free(struct worker_pool *p, enum session_close_reason reason)
 			atomic_fetch_sub(p->main->live, 1);
 		}
 		free(w->q);
+		session_gen_unref(w->gen);
 		if (w->wake != NULL)
 			event_free(w->wake);
 		if (w->tick != NULL)

@@ -32,6 +32,13 @@ struct worker_pool *worker_pool_new(unsigned n, struct session_ctx *sc,
 	    char *err, size_t len);
 
 /*
+ * worker_pool_set_gen(p, gen): a reload; each worker takes ${gen} for its
+ * next sessions (a reference each) and closes the node connections it
+ * kept under the old one.
+ */
+void	worker_pool_set_gen(struct worker_pool *p, struct session_gen *gen);
+
+/*
  * worker_pool_drain(p, done, arg):
  * Call ${done}(${arg}) on the main loop once every worker has no session
  * left (at once if none has any).

@@ -170,10 +170,13 @@ def test_tls_session_resumption(tmp_path, tunnel_config, resumption):
     TLS 1.3) resumes the session the tunnel kept from an earlier
     connection; a query works on the resumed connection; with "no" every
     handshake is a full one.  The control connection (admin endpoint on)
-    makes handshakes too, so counts are compared before and after."""
+    makes handshakes too, so counts are compared before and after.  Node
+    connection reuse is off: it would spare these sessions their TLS
+    handshakes altogether."""
     admin = free_port()
     cfg = tunnel_config(admin={"address": "127.0.0.1:%d" % admin},
-                        tls={"session_resumption": resumption})
+                        tls={"session_resumption": resumption},
+                        cluster={"reuse_connections": "no"})
     with Tunnel(str(tmp_path), cfg) as t:
         wait_ready(admin, 200)
         s = cqlwire.connect(t.host, t.port)      # a full handshake, surely
@@ -264,6 +267,52 @@ def test_readyz_follows_the_node(tmp_path, own_node, tunnel_config):
         s.close()
         assert "control connection to 127.0.0.1:%d ready" % \
             own_node.native_port in t.log()
+
+
+def test_reuse_across_node_restart(tmp_path, own_node, tunnel_config):
+    """Node connections kept for reuse ([cluster] reuse_connections)
+    while the node restarts: the kept connection sees the node close it
+    and is dropped at once (not handed to the next app), and the session
+    after the restart opens a new connection and works."""
+    admin = free_port()
+    cfg = tunnel_config(
+        admin={"address": "127.0.0.1:%d" % admin},
+        cluster={"contact_points": "127.0.0.1:%d" % own_node.native_port,
+                 "topology": "pin", "reuse_idle_timeout": "10m"})
+    os.makedirs(str(tmp_path), exist_ok=True)
+
+    def pooled():
+        m = parse_metrics(get(admin, "/metrics")[2])
+        return (metric(m, "cqltunnel_node_connections_pooled"),
+                metric(m, "cqltunnel_node_connections_reused_total"))
+
+    with Tunnel(str(tmp_path), cfg) as t:
+        wait_ready(admin, 200)
+        s = cqlwire.connect(t.host, t.port)
+        s.close()
+        t.wait_log("node connection kept for reuse")
+        assert pooled() == (1, 0)
+        own_node.stop(keep=True)
+        deadline = time.monotonic() + 30
+        while pooled() != (0, 0):
+            assert time.monotonic() < deadline, t.log()
+            time.sleep(0.2)
+        assert "closed: node closed it" in t.log() or \
+            "closed: connection error" in t.log(), t.log()
+        own_node.restart()
+        wait_ready(admin, 200, timeout=90)
+        s = cqlwire.connect(t.host, t.port)
+        op, _ = cqlwire.query(s, "SELECT key FROM system.local")
+        assert op == cqlwire.OP_RESULT
+        s.close()
+        t.wait_log("session 2 closed")
+        # The node said DOWN for itself when it stopped; reaching it again
+        # clears that, so its connections are kept again (and node_up).
+        assert pooled() == (1, 0)
+        m = parse_metrics(get(admin, "/metrics")[2])
+        node = ("node", "127.0.0.1:%d" % own_node.native_port)
+        assert [v for (name, labels), v in m.items()
+                if name == "cqltunnel_node_up" and node in labels] == [1]
 
 
 def test_json_log_lines(tmp_path, tunnel_config):

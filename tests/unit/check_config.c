@@ -194,6 +194,9 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(c->translate_net, 0x7F000100u);
 	ck_assert_uint_eq(c->translate_bits, 24);
 	ck_assert_ptr_null(c->local_dc);
+	ck_assert(c->reuse_connections);
+	ck_assert_uint_eq(c->reuse_max_idle, 8);
+	ck_assert_uint_eq(c->reuse_idle_timeout_ms, 10000);
 	ck_assert_str_eq(c->ca_file, DATA("ca.pem"));
 	ck_assert(!c->ca_system);
 	ck_assert_ptr_null(c->cert_file);
@@ -1247,7 +1250,8 @@ START_TEST(test_shipped_example)
 		"drain_timeout", "session_resumption",
 		"max_frame_size", "contact_points", "connect_timeout",
 		"handshake_timeout", "topology", "translate_prefix",
-		"local_dc", "ca_file", "cert_file", "key_file",
+		"local_dc", "reuse_connections", "reuse_max_idle",
+		"reuse_idle_timeout", "ca_file", "cert_file", "key_file",
 		"key_password_file", "verify", "server_name", "min_version",
 		"ciphers", "ciphersuites", "crl_file", "watch", "username",
 		"password_file", "authzid", "client_auth", "level", "format",
