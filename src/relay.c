@@ -102,22 +102,27 @@ relay_reusable(const struct relay *r)
 {
 	const struct relay_track	*t = &r->track;
 
-	if (!t->on)
-		return (RELAY_SPOIL_UNTRACKED);
 	if (t->spoil != RELAY_SPOIL_NONE)
 		return (t->spoil);
+	if (!t->on)
+		return (RELAY_SPOIL_UNTRACKED);
 	if (r->up.frame_left != 0 || r->down.frame_left != 0 ||
 	    t->nout != 0 || t->requests != t->responses)
 		return (RELAY_SPOIL_IN_FLIGHT);
 	return (RELAY_SPOIL_NONE);
 }
 
-/* Remember the first reason the connection cannot be reused. */
+/*
+ * Remember the first reason the connection cannot be reused, and stop
+ * tracking: nothing can make it fit again, so the frames that follow
+ * cost nothing more.
+ */
 static void
 track_spoil(struct relay_track *t, enum relay_spoil sp)
 {
 	if (t->spoil == RELAY_SPOIL_NONE)
 		t->spoil = sp;
+	t->on = false;
 }
 
 /*
