@@ -509,38 +509,22 @@ session_to_app(void *arg, const uint8_t *p, size_t n)
 	session_app_write(s, p, n);
 }
 
-/* Wipe and free a handshake buffer once libevent has sent it. */
-static void
-session_wipe_cb(const void *data, size_t len, void *arg)
-{
-	(void)arg;
-	util_wipe((void *)(uintptr_t)data, len);
-	free((void *)(uintptr_t)data);
-}
-
 /*
  * Sink: bytes for the node (held until the node is connected).  They may
- * be our AUTH_RESPONSE, so they are queued by reference from a copy that
- * is wiped once sent, never left in freed evbuffer memory.
+ * be our AUTH_RESPONSE, so they are queued from a copy that is wiped once
+ * sent, never left in freed evbuffer memory.
  */
 static void
 session_to_node(void *arg, const uint8_t *p, size_t n)
 {
 	struct session	*s = arg;
 	struct evbuffer	*out;
-	uint8_t		*copy;
 
 	if (s->node_failed || n == 0)
 		return;
 	out = s->io ? s->node.c.out : s->node.bev != NULL ?
 	    bufferevent_get_output(s->node.bev) : s->pending;
-	if ((copy = malloc(n)) == NULL) {
-		evbuffer_add(out, p, n);
-		return;
-	}
-	memcpy(copy, p, n);
-	if (evbuffer_add_reference(out, copy, n, session_wipe_cb, NULL) == -1)
-		session_wipe_cb(copy, n, NULL);
+	(void)util_evbuffer_add_wiped(out, p, n);
 }
 
 /*
