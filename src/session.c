@@ -88,6 +88,7 @@ struct session {
 	char			 node_fail_msg[300];
 
 	enum session_close_reason closing_reason;
+	struct session_half	*closing_to;	/* the half being flushed */
 	char			 detail[300];
 	char			 app_addr[UTIL_ADDRSTRLEN];
 	uint64_t		 started_ms;
@@ -486,6 +487,7 @@ session_flush_close(struct session *s, struct session_half *to,
 	}
 	s->state = SESSION_CLOSING;
 	s->closing_reason = reason;
+	s->closing_to = to;
 	session_timer_set(s, SESSION_FLUSH_MS);
 	return (true);
 }
@@ -680,7 +682,13 @@ session_relay(struct session *s, struct session_half *src,
 	return (true);
 }
 
-/* ${dst} drained: close if it was the last flush, else resume its peer. */
+/*
+ * ${dst} drained: close if it is the half whose last flush we wait for,
+ * else resume its peer.  While closing, the other half draining says
+ * nothing about the flush: closing then would drop what is still queued
+ * for the half being flushed (the app's ERROR, when the node's STARTUP
+ * drains only after the node's bad answer is read).
+ */
 static void
 session_drained(struct session *s, struct session_half *dst,
     struct session_half *src)
@@ -689,7 +697,7 @@ session_drained(struct session *s, struct session_half *dst,
 			    bufferevent_get_output(dst->bev);
 
 	if (s->state == SESSION_CLOSING) {
-		if (evbuffer_get_length(out) == 0)
+		if (dst == s->closing_to && evbuffer_get_length(out) == 0)
 			session_close(s, s->closing_reason);
 		return;
 	}
