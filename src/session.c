@@ -1023,7 +1023,10 @@ session_node_writecb(struct bufferevent *bev, void *arg)
  * Latest OpenSSL error recorded on ${bev}, or 0.  libevent hands its errors
  * back last first, and records SSL_get_error()'s code (library 0) before
  * the OpenSSL queue: the first error from a library popped is the latest
- * real one; libevent's bare code only when there is no other.
+ * real one.  libevent's bare code alone is no OpenSSL error (it is
+ * SSL_ERROR_SYSCALL: the socket failed or closed, which the event says),
+ * and as an error string it would only read "error:00000005:lib(0)::
+ * reason(5)".
  */
 static unsigned long
 session_ssl_error(struct bufferevent *bev)
@@ -1031,8 +1034,7 @@ session_ssl_error(struct bufferevent *bev)
 	unsigned long	 e, latest = 0;
 
 	while ((e = bufferevent_get_openssl_error(bev)) != 0)
-		if (latest == 0 || (ERR_GET_LIB(latest) == 0 &&
-		    ERR_GET_LIB(e) != 0))
+		if (latest == 0 && ERR_GET_LIB(e) != 0)
 			latest = e;
 	return (latest);
 }
@@ -1064,7 +1066,7 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 	}
 	serr = EVUTIL_SOCKET_ERROR();
 	err = session_ssl_error(bev);
-	if (s->tls_up && err != 0 &&
+	if (err != 0 &&
 	    ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
 		/* The node closed TCP without close_notify: an EOF. */
 		err = 0;

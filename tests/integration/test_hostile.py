@@ -958,6 +958,33 @@ def test_node_never_answers_tls(fronted):
     g.check()
 
 
+@pytest.mark.parametrize("how", ["fin", "rst"])
+def test_node_closes_during_tls_handshake(fronted, how):
+    """The node takes the ClientHello and closes the connection (FIN) or
+    resets it (RST): the app gets a server ERROR saying the node closed
+    the connection during the TLS handshake (an RST used to read "TLS
+    handshake failed: error:00000005:lib(0)::reason(5)", libevent's bare
+    SSL_ERROR_SYSCALL).  Fake node (raw TCP, no TLS)."""
+    t, node, g = fronted()
+
+    def script(raw_sock, node):
+        raw_sock.recv(4096)
+        if how == "rst":
+            rst_close(raw_sock)
+        else:
+            raw_sock.close()
+    node.push(script, tls=False)
+    with pytest.raises(w.CqlError) as e:
+        w.connect(t.host, t.port)
+    assert e.value.code == 0x0000
+    assert e.value.message == ("cqltunnel: TLS to node 127.0.0.1:%d failed: "
+                               "node closed the connection during the TLS "
+                               "handshake" % node.port), e.value.message
+    wait_closed(t, "TLS failed", "node closed the connection during the "
+                "TLS handshake")
+    g.check()
+
+
 # =========================================================================
 # App-side v5 and compression abuse, against the real node
 # =========================================================================
