@@ -1023,10 +1023,7 @@ session_node_writecb(struct bufferevent *bev, void *arg)
  * Latest OpenSSL error recorded on ${bev}, or 0.  libevent hands its errors
  * back last first, and records SSL_get_error()'s code (library 0) before
  * the OpenSSL queue: the first error from a library popped is the latest
- * real one.  libevent's bare code alone is no OpenSSL error (it is
- * SSL_ERROR_SYSCALL: the socket failed or closed, which the event says),
- * and as an error string it would only read "error:00000005:lib(0)::
- * reason(5)".
+ * real one; libevent's bare code only when there is no other.
  */
 static unsigned long
 session_ssl_error(struct bufferevent *bev)
@@ -1034,7 +1031,8 @@ session_ssl_error(struct bufferevent *bev)
 	unsigned long	 e, latest = 0;
 
 	while ((e = bufferevent_get_openssl_error(bev)) != 0)
-		if (latest == 0 && ERR_GET_LIB(e) != 0)
+		if (latest == 0 || (ERR_GET_LIB(latest) == 0 &&
+		    ERR_GET_LIB(e) != 0))
 			latest = e;
 	return (latest);
 }
@@ -1046,6 +1044,7 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 	unsigned long	 err;
 	char		 why[300];
 	int		 serr;
+	bool		 lost;
 
 	if (what & BEV_EVENT_CONNECTED) {
 		SSL	*ssl = bufferevent_openssl_get_ssl(bev);
@@ -1066,8 +1065,15 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 	}
 	serr = EVUTIL_SOCKET_ERROR();
 	err = session_ssl_error(bev);
-	if (err != 0 &&
-	    ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+	/*
+	 * libevent's bare code alone (library 0: no OpenSSL error) is
+	 * SSL_ERROR_SYSCALL, the socket failing (a reset; errno is gone by
+	 * now): the node went away, like an EOF without close_notify.  As an
+	 * error string it would only read "error:00000005:lib(0)::reason(5)".
+	 */
+	lost = err != 0 && ERR_GET_LIB(err) == 0;
+	if (lost || (err != 0 &&
+	    ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING)) {
 		/* The node closed TCP without close_notify: an EOF. */
 		err = 0;
 		what = BEV_EVENT_EOF | BEV_EVENT_READING;
@@ -1077,8 +1083,13 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 
-	/* During the TLS or CQL handshake. */
-	if (!s->tls_up || err != 0 ||
+	/*
+	 * During the TLS or CQL handshake.  A reset once TLS is up but before
+	 * the node said anything counts as TLS failing: in TLS 1.3 the node
+	 * checks our certificate after our side of the handshake is done,
+	 * and may refuse it with a reset rather than an alert.
+	 */
+	if (!s->tls_up || err != 0 || (lost && s->node.bytes == 0) ||
 	    SSL_get_verify_result(bufferevent_openssl_get_ssl(bev)) !=
 	    X509_V_OK) {
 		if (err != 0 || (what & BEV_EVENT_ERROR) == 0 || serr == 0)
@@ -1090,6 +1101,11 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 		if (!s->tls_up && err == 0 && (what & BEV_EVENT_EOF))
 			snprintf(why, sizeof(why), "node closed the connection "
 			    "during the TLS handshake");
+		else if (s->tls_up && lost)
+			snprintf(why, sizeof(why), "node reset the connection "
+			    "after the TLS handshake, before answering (a node "
+			    "refusing our client certificate does this: check "
+			    "[tls] cert_file and the node's truststore)");
 		{
 			long	 vr = SSL_get_verify_result(
 			    bufferevent_openssl_get_ssl(bev));

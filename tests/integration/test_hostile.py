@@ -958,30 +958,38 @@ def test_node_never_answers_tls(fronted):
     g.check()
 
 
-@pytest.mark.parametrize("how", ["fin", "rst"])
-def test_node_closes_during_tls_handshake(fronted, how):
+@pytest.mark.parametrize("how,expect", [
+    ("fin", "node closed the connection during the TLS handshake"),
+    ("rst", "node closed the connection during the TLS handshake"),
+    ("rst-after-tls", "node reset the connection after the TLS handshake, "
+     "before answering (a node refusing our client certificate does this: "
+     "check [tls] cert_file and the node's truststore)"),
+])
+def test_node_closes_during_tls_handshake(fronted, how, expect):
     """The node takes the ClientHello and closes the connection (FIN) or
-    resets it (RST): the app gets a server ERROR saying the node closed
-    the connection during the TLS handshake (an RST used to read "TLS
-    handshake failed: error:00000005:lib(0)::reason(5)", libevent's bare
-    SSL_ERROR_SYSCALL).  Fake node (raw TCP, no TLS)."""
+    resets it (RST), or resets it once TLS is up (as a TLS 1.3 node may
+    when it refuses our client certificate): the app gets a server ERROR
+    saying so.  An RST used to read "TLS handshake failed:
+    error:00000005:lib(0)::reason(5)" (libevent's bare SSL_ERROR_SYSCALL).
+    Fake node (raw TCP for the first two)."""
     t, node, g = fronted()
 
-    def script(raw_sock, node):
-        raw_sock.recv(4096)
+    def script(sock, node):
+        if how == "rst-after-tls":
+            rst_close(sock)
+            return
+        sock.recv(4096)
         if how == "rst":
-            rst_close(raw_sock)
+            rst_close(sock)
         else:
-            raw_sock.close()
-    node.push(script, tls=False)
+            sock.close()
+    node.push(script, tls=how == "rst-after-tls")
     with pytest.raises(w.CqlError) as e:
         w.connect(t.host, t.port)
     assert e.value.code == 0x0000
     assert e.value.message == ("cqltunnel: TLS to node 127.0.0.1:%d failed: "
-                               "node closed the connection during the TLS "
-                               "handshake" % node.port), e.value.message
-    wait_closed(t, "TLS failed", "node closed the connection during the "
-                "TLS handshake")
+                               "%s" % (node.port, expect)), e.value.message
+    wait_closed(t, "TLS failed", expect)
     g.check()
 
 
