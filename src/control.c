@@ -379,14 +379,19 @@ control_to_app(void *arg, const uint8_t *p, size_t n)
 	(void)n;
 }
 
-/* Sink: what the auth machine sends the node. */
+/*
+ * Sink: what the auth machine sends the node.  That is our AUTH_RESPONSE,
+ * so it is queued from a copy wiped once sent: bufferevent_write() would
+ * leave the password in freed evbuffer memory.
+ */
 static void
 control_to_node(void *arg, const uint8_t *p, size_t n)
 {
 	struct control	*ctl = arg;
 
 	if (ctl->bev != NULL)
-		bufferevent_write(ctl->bev, p, n);
+		(void)util_evbuffer_add_wiped(bufferevent_get_output(ctl->bev),
+		    p, n);
 }
 
 /* The handshake is over: register and read the ring. */
@@ -501,7 +506,7 @@ control_eventcb(struct bufferevent *bev, short what, void *arg)
 			control_fail(ctl, "cannot start the CQL handshake");
 		return;
 	}
-	err = tls_bev_error(bev);
+	err = tls_bev_error(bev, NULL);
 	if (err != 0 || ctl->hs.state == AUTH_S_FIRST ||
 	    SSL_get_verify_result(bufferevent_openssl_get_ssl(bev)) !=
 	    X509_V_OK)

@@ -107,6 +107,7 @@ struct session {
 	uint8_t			 supported_version;
 
 	enum session_close_reason closing_reason;
+	struct session_half	*closing_to;	/* the half being flushed */
 	char			 detail[300];
 	char			 app_addr[UTIL_ADDRSTRLEN];
 	uint64_t		 started_ms;
@@ -540,6 +541,7 @@ session_flush_close(struct session *s, struct session_half *to,
 	}
 	s->state = SESSION_CLOSING;
 	s->closing_reason = reason;
+	s->closing_to = to;
 	session_timer_set(s, SESSION_FLUSH_MS);
 	return (true);
 }
@@ -563,38 +565,22 @@ session_to_app(void *arg, const uint8_t *p, size_t n)
 	session_app_write(s, p, n);
 }
 
-/* Wipe and free a handshake buffer once libevent has sent it. */
-static void
-session_wipe_cb(const void *data, size_t len, void *arg)
-{
-	(void)arg;
-	util_wipe((void *)(uintptr_t)data, len);
-	free((void *)(uintptr_t)data);
-}
-
 /*
  * Sink: bytes for the node (held until the node is connected).  They may
- * be our AUTH_RESPONSE, so they are queued by reference from a copy that
- * is wiped once sent, never left in freed evbuffer memory.
+ * be our AUTH_RESPONSE, so they are queued from a copy that is wiped once
+ * sent, never left in freed evbuffer memory.
  */
 static void
 session_to_node(void *arg, const uint8_t *p, size_t n)
 {
 	struct session	*s = arg;
 	struct evbuffer	*out;
-	uint8_t		*copy;
 
 	if (s->node_failed || n == 0)
 		return;
 	out = s->io ? s->node.c.out : s->node.bev != NULL ?
 	    bufferevent_get_output(s->node.bev) : s->pending;
-	if ((copy = malloc(n)) == NULL) {
-		evbuffer_add(out, p, n);
-		return;
-	}
-	memcpy(copy, p, n);
-	if (evbuffer_add_reference(out, copy, n, session_wipe_cb, NULL) == -1)
-		session_wipe_cb(copy, n, NULL);
+	(void)util_evbuffer_add_wiped(out, p, n);
 }
 
 /*
@@ -750,7 +736,13 @@ session_relay(struct session *s, struct session_half *src,
 	return (true);
 }
 
-/* ${dst} drained: close if it was the last flush, else resume its peer. */
+/*
+ * ${dst} drained: close if it is the half whose last flush we wait for,
+ * else resume its peer.  While closing, the other half draining says
+ * nothing about the flush: closing then would drop what is still queued
+ * for the half being flushed (the app's ERROR, when the node's STARTUP
+ * drains only after the node's bad answer is read).
+ */
 static void
 session_drained(struct session *s, struct session_half *dst,
     struct session_half *src)
@@ -759,7 +751,7 @@ session_drained(struct session *s, struct session_half *dst,
 			    bufferevent_get_output(dst->bev);
 
 	if (s->state == SESSION_CLOSING) {
-		if (evbuffer_get_length(out) == 0)
+		if (dst == s->closing_to && evbuffer_get_length(out) == 0)
 			session_close(s, s->closing_reason);
 		return;
 	}
@@ -1359,6 +1351,7 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 	unsigned long	 err;
 	char		 why[300];
 	int		 serr;
+	bool		 lost;
 
 	if (what & BEV_EVENT_CONNECTED) {
 		SSL	*ssl = bufferevent_openssl_get_ssl(bev);
@@ -1378,9 +1371,15 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	serr = EVUTIL_SOCKET_ERROR();
-	err = tls_bev_error(bev);
-	if (s->tls_up && err != 0 &&
-	    ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+	/*
+	 * libevent's bare code alone (no OpenSSL error) is SSL_ERROR_SYSCALL,
+	 * the socket failing (a reset; errno is gone by now): the node went
+	 * away, like an EOF without close_notify.
+	 */
+	err = tls_bev_error(bev, &lost);
+	lost = lost && err == 0;
+	if (lost || (err != 0 &&
+	    ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING)) {
 		/* The node closed TCP without close_notify: an EOF. */
 		err = 0;
 		what = BEV_EVENT_EOF | BEV_EVENT_READING;
@@ -1390,8 +1389,13 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 
-	/* During the TLS or CQL handshake. */
-	if (!s->tls_up || err != 0 ||
+	/*
+	 * During the TLS or CQL handshake.  A reset once TLS is up but before
+	 * the node said anything counts as TLS failing: in TLS 1.3 the node
+	 * checks our certificate after our side of the handshake is done,
+	 * and may refuse it with a reset rather than an alert.
+	 */
+	if (!s->tls_up || err != 0 || (lost && s->node.bytes == 0) ||
 	    SSL_get_verify_result(bufferevent_openssl_get_ssl(bev)) !=
 	    X509_V_OK) {
 		if (err != 0 || (what & BEV_EVENT_ERROR) == 0 || serr == 0)
@@ -1403,6 +1407,11 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 		if (!s->tls_up && err == 0 && (what & BEV_EVENT_EOF))
 			snprintf(why, sizeof(why), "node closed the connection "
 			    "during the TLS handshake");
+		else if (s->tls_up && lost)
+			snprintf(why, sizeof(why), "node reset the connection "
+			    "after the TLS handshake, before answering (a node "
+			    "refusing our client certificate does this: check "
+			    "[tls] cert_file and the node's truststore)");
 		{
 			long	 vr = SSL_get_verify_result(
 			    bufferevent_openssl_get_ssl(bev));

@@ -526,14 +526,20 @@ fail:
 }
 
 unsigned long
-tls_bev_error(struct bufferevent *bev)
+tls_bev_error(struct bufferevent *bev, bool *syscall)
 {
 	unsigned long	 e, latest = 0;
 
+	if (syscall != NULL)
+		*syscall = false;
 	/* Handed back latest first: keep the first real one, drain all. */
-	while ((e = bufferevent_get_openssl_error(bev)) != 0)
-		if (latest == 0 && ERR_GET_LIB(e) != 0)
+	while ((e = bufferevent_get_openssl_error(bev)) != 0) {
+		if (ERR_GET_LIB(e) == 0) {
+			if (syscall != NULL)
+				*syscall = true;
+		} else if (latest == 0)
 			latest = e;
+	}
 	return (latest);
 }
 

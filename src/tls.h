@@ -40,14 +40,15 @@ void	tls_ctx_free(struct tls_ctx *t);
 SSL	*tls_ssl_new(struct tls_ctx *t, const char *host, const char *peer);
 
 /*
- * tls_bev_error(bev): the most telling OpenSSL error a bufferevent_openssl
- * recorded, or 0.  libevent also records SSL_get_error() results (such as
- * 5, SSL_ERROR_SYSCALL) in the same queue; they are not OpenSSL error
- * codes (they print as "error:00000005:lib(0)::reason(5)") and are
- * skipped: with none left, the caller describes the socket error or EOF.
+ * tls_bev_error(bev, syscall): the latest OpenSSL error a
+ * bufferevent_openssl recorded, or 0.  libevent also records
+ * SSL_get_error() results (5, SSL_ERROR_SYSCALL: the socket failed or
+ * closed) in the same queue; they are not OpenSSL error codes (they print
+ * as "error:00000005:lib(0)::reason(5)") and are skipped, but *${syscall}
+ * (when not NULL) says whether there was one.
  */
 struct bufferevent;
-unsigned long tls_bev_error(struct bufferevent *bev);
+unsigned long tls_bev_error(struct bufferevent *bev, bool *syscall);
 
 /*
  * tls_failure_reason(ssl, err, buf, len):

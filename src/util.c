@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "util.h"
@@ -536,6 +537,33 @@ util_read_fd(int fd, char *buf, size_t cap, size_t *len, char *why,
 		if (n == 0)
 			break;
 		*len += (size_t)n;
+	}
+	return (0);
+}
+
+/* Wipe and free a util_evbuffer_add_wiped() copy once libevent is done. */
+static void
+util_wipe_free_cb(const void *data, size_t len, void *arg)
+{
+	(void)arg;
+	util_wipe((void *)(uintptr_t)data, len);
+	free((void *)(uintptr_t)data);
+}
+
+int
+util_evbuffer_add_wiped(struct evbuffer *out, const void *p, size_t n)
+{
+	uint8_t	*copy;
+
+	if (n == 0)
+		return (0);
+	if ((copy = malloc(n)) == NULL)
+		return (evbuffer_add(out, p, n));
+	memcpy(copy, p, n);
+	if (evbuffer_add_reference(out, copy, n, util_wipe_free_cb,
+	    NULL) == -1) {
+		util_wipe_free_cb(copy, n, NULL);
+		return (-1);
 	}
 	return (0);
 }

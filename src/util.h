@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 
 struct event_base;
+struct evbuffer;
 
 /* Room for "[ffff:...:ffff]:65535" plus NUL. */
 #define UTIL_ADDRSTRLEN	64
@@ -104,6 +105,17 @@ int	util_core_dumps(bool allow, char *why, size_t whylen);
 
 /* util_wipe(p, n): clear memory in a way the compiler cannot elide. */
 void	util_wipe(void *p, size_t n);
+
+/*
+ * util_evbuffer_add_wiped(out, p, n): queue ${n} bytes from ${p} (which
+ * may hold credentials) on ${out} by reference to a malloc'd copy that is
+ * wiped and freed once sent or when ${out} is freed, so that they are
+ * never left in freed evbuffer memory (evbuffer_add() copies into chains
+ * that are freed as they are).  Falls back to evbuffer_add() if out of
+ * memory.  Returns 0 or -1.
+ */
+int	util_evbuffer_add_wiped(struct evbuffer *out, const void *p,
+	    size_t n);
 
 /*
  * util_read_secret_file(path, out, outlen, maxlen, why):

@@ -10,6 +10,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cassandra_cluster import CassandraCluster  # noqa: E402
 from cassandra_node import CassandraNode, make_pki  # noqa: E402
+from tunnel import scaled  # noqa: E402
 
 
 def _external_node():
@@ -67,13 +68,13 @@ def make_sections(contact_points, pki, password_file, over):
     # The 'workers' meson test runs suites again with [listen] workers.
     if os.environ.get("CQLTUNNEL_TEST_WORKERS"):
         listen["workers"] = os.environ["CQLTUNNEL_TEST_WORKERS"]
-    # Under valgrind (CQLTUNNEL_WRAPPER) everything is ~30x slower.
-    slow = bool(os.environ.get("CQLTUNNEL_WRAPPER"))
+    # Under valgrind (CQLTUNNEL_WRAPPER) everything is slower: see
+    # tunnel.slowdown().
     sections = {
         "listen": listen,
         "cluster": {"contact_points": contact_points,
-                    "connect_timeout": "30s" if slow else "3s",
-                    "handshake_timeout": "60s" if slow else "10s"},
+                    "connect_timeout": "%dms" % scaled(3000),
+                    "handshake_timeout": "%dms" % scaled(10000)},
         "tls": {"ca_file": pki["ca_crt"],
                 "cert_file": pki["client_crt"],
                 "key_file": pki["client_key"]},

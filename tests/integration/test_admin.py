@@ -350,17 +350,19 @@ def test_syslog_target(tmp_path, tunnel_config):
     cfg = tunnel_config(listen={"address": "127.0.0.1:%d" % port},
                         log={"level": "info", "target": "syslog"})
     ini = str(tmp_path / "syslog.ini")
-    from tunnel import binary, write_ini
+    import shlex
+    from tunnel import command, scaled, write_ini
     write_ini(ini, cfg)
     script = ("mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && "
-              "touch /dev/log && mount --bind %s /dev/log && "
-              "exec %s -c %s" % (sock_path, binary(), ini))
+              "touch /dev/log && mount --bind %s /dev/log && exec %s"
+              % (sock_path, " ".join(shlex.quote(a) for a in
+                                     command("-c", ini))))
     proc = subprocess.Popen(["unshare", "--mount", "--propagation",
                              "private", "sh", "-c", script],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     got = []
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + scaled(20)
         while not any("listening on 127.0.0.1:%d" % port in m for m in got):
             assert time.monotonic() < deadline, got
             assert proc.poll() is None, proc.stdout.read()
@@ -378,9 +380,9 @@ def test_syslog_target(tmp_path, tunnel_config):
                 pass
     finally:
         proc.send_signal(signal.SIGTERM)
-        out = proc.communicate(timeout=30)[0].decode()
+        out = proc.communicate(timeout=scaled(30))[0].decode()
         rx.close()
-    assert proc.returncode == 0
+    assert proc.returncode == 0, out
     line = next(m for m in got if "listening on" in m)
     # <30> = facility daemon (3) * 8 + severity info (6).
     assert re.match(r"<30>.*cqltunnel\[\d+\]: cqltunnel .* listening on",

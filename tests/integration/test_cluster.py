@@ -40,7 +40,7 @@ import cqlwire
 from cassandra_cluster import (DATACENTER, HOSTS, KEYSPACE_RF1, KEYSPACE_RF3,
                                free_port_on)
 from cassandra_node import cache_dir
-from tunnel import Tunnel
+from tunnel import Tunnel, scaled
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAIN = "127.0.0.1"                              # [listen] address
@@ -72,8 +72,9 @@ def reachable(t):
     return out
 
 
-def wait_listeners(t, n=3, timeout=30):
+def wait_listeners(t, n=3, timeout=None):
     """Wait until the tunnel logged ${n} per-node listeners; return them."""
+    timeout = timeout or scaled(30)
     deadline = time.monotonic() + timeout
     while True:
         got = reachable(t)
@@ -110,7 +111,7 @@ def wait_until(what, predicate, timeout, interval=0.2):
 def app_cluster(t, **kw):
     """A legacy app: the tunnel as only contact point, no ssl_context, no
     auth_provider, the driver's default load balancing policy."""
-    kw.setdefault("connect_timeout", 10)
+    kw.setdefault("connect_timeout", scaled(10))
     return Cluster([t.host], port=t.port, **kw)
 
 
@@ -122,10 +123,11 @@ def pools_ready(cluster, session, n=3):
     return all(state.get(h, {}).get("open_count", 0) >= 1 for h in hosts)
 
 
-def wait_pools(cluster, session, n=3, timeout=60):
+def wait_pools(cluster, session, n=3, timeout=None):
     try:
         wait_until("%d hosts up with open pools" % n,
-                   lambda: pools_ready(cluster, session, n), timeout)
+                   lambda: pools_ready(cluster, session, n),
+                   timeout or scaled(60))
     except AssertionError:
         raise AssertionError("hosts %r, pools %r" % (
             [(str(h.endpoint), h.is_up) for h in cluster.metadata.all_hosts()],
@@ -369,7 +371,7 @@ def test_cqlsh_sees_tunnel_addresses(translated, tmp_path):
         [cqlsh_path(), t.host, str(t.port), "-e",
          "SELECT peer, rpc_address FROM system.peers; "
          "SELECT rpc_address FROM system.local"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=90,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=scaled(90),
         env=dict(os.environ, HOME=str(tmp_path)))
     out = p.stdout.decode()
     assert p.returncode == 0, out
@@ -399,10 +401,12 @@ def test_nodejs_driver_discovers_every_node(translated, cassandra_cluster):
     assert node, "node is needed: scripts/setup-deps installs nodejs"
     assert os.path.isdir(os.path.join(modules, "cassandra-driver")), \
         "no cassandra-driver in %s: run scripts/setup-deps" % modules
+    wait_ms = int(scaled(30000))
     p = subprocess.run(
         [node, os.path.join(HERE, "node", "discover.js"),
-         hostport(t.host, t.port), DATACENTER, "--wait-ms", "30000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120,
+         hostport(t.host, t.port), DATACENTER, "--wait-ms", str(wait_ms)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        timeout=wait_ms / 1000 + 90,
         env=dict(os.environ, NODE_PATH=modules))
     assert p.returncode == 0, (p.stdout.decode(), p.stderr.decode())
     out = json.loads(p.stdout.decode())

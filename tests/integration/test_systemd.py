@@ -15,7 +15,7 @@ import time
 import pytest
 
 import cqlwire
-from tunnel import binary, free_port, write_ini
+from tunnel import command, free_port, scaled, write_ini
 
 
 class NotifySocket:
@@ -27,9 +27,9 @@ class NotifySocket:
         self.sock.bind(path)
         self.messages = []
 
-    def wait(self, pred, timeout=20):
+    def wait(self, pred, timeout=None):
         """Collect messages until one satisfies ${pred}; return it."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (timeout or scaled(20))
         while True:
             for m in self.messages:
                 if pred(m):
@@ -56,7 +56,7 @@ def start(tmp_path, sections, env=None, argv_prefix=(), pass_fds=()):
     log = open(str(tmp_path / "cqltunnel.log"), "w")
     e = dict(os.environ)
     e.update(env or {})
-    proc = subprocess.Popen(list(argv_prefix) + [binary(), "-c", ini],
+    proc = subprocess.Popen(list(argv_prefix) + command("-c", ini),
                             stdout=log, stderr=subprocess.STDOUT, env=e,
                             pass_fds=pass_fds)
     return proc, str(tmp_path / "cqltunnel.log")
@@ -105,7 +105,7 @@ def test_notify_lifecycle(tmp_path, tunnel_config):
         proc.send_signal(signal.SIGTERM)
         ns.wait(lambda m: m.get("STOPPING") == "1")
         s.close()
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=scaled(30)) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -130,11 +130,11 @@ def test_socket_activation(tmp_path, tunnel_config):
                "import os, sys; os.dup2(%d, 3); "
                "os.environ['LISTEN_PID'] = str(os.getpid()); "
                "os.environ['LISTEN_FDS'] = '1'; "
-               "os.execv(sys.argv[1], sys.argv[1:])" % fd]
+               "os.execvp(sys.argv[1], sys.argv[1:])" % fd]
     proc, log = start(tmp_path, cfg, argv_prefix=wrapper, pass_fds=(fd,))
     lsock.close()
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + scaled(20)
         while "listening on" not in read(log):
             assert time.monotonic() < deadline, read(log)
             assert proc.poll() is None, read(log)
@@ -146,7 +146,7 @@ def test_socket_activation(tmp_path, tunnel_config):
         assert op == cqlwire.OP_RESULT
         s.close()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=scaled(30)) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -165,13 +165,13 @@ def test_credentials_directory(tmp_path, tunnel_config):
                               "%credentials%/cql-password"})
     ini = str(tmp_path / "check.ini")
     write_ini(ini, cfg)
-    r = subprocess.run([binary(), "-t", "-c", ini], capture_output=True,
+    r = subprocess.run(command("-t", "-c", ini), capture_output=True,
                        text=True, env=dict(os.environ,
                                            CREDENTIALS_DIRECTORY=str(creds)))
     assert r.returncode == 0, r.stderr
     env = dict(os.environ)
     env.pop("CREDENTIALS_DIRECTORY", None)
-    r = subprocess.run([binary(), "-t", "-c", ini], capture_output=True,
+    r = subprocess.run(command("-t", "-c", ini), capture_output=True,
                        text=True, env=env)
     assert r.returncode == 1
     assert "[auth] password_file: %credentials%/ needs " \
@@ -179,7 +179,7 @@ def test_credentials_directory(tmp_path, tunnel_config):
     proc, log = start(tmp_path, cfg,
                       env={"CREDENTIALS_DIRECTORY": str(creds)})
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + scaled(20)
         while "listening on" not in read(log):
             assert time.monotonic() < deadline, read(log)
             time.sleep(0.1)
@@ -189,4 +189,5 @@ def test_credentials_directory(tmp_path, tunnel_config):
         s.close()
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        rc = proc.wait(timeout=scaled(30))
+    assert rc == 0, read(log)

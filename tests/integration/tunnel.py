@@ -18,6 +18,32 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def wrapper():
+    """The command words CQLTUNNEL_WRAPPER puts before every run of the
+    binary: the 'valgrind' meson tests set it to valgrind with leak
+    checking (an error or a definite or indirect leak makes the daemon
+    exit 3).  [] if unset."""
+    return os.environ.get("CQLTUNNEL_WRAPPER", "").split()
+
+
+def slowdown():
+    """How many times longer than natively the tunnel may take for
+    anything: CQLTUNNEL_SLOWDOWN if set, else 10 under CQLTUNNEL_WRAPPER
+    (valgrind runs the daemon some 30 times slower, and every daemon starts
+    cold: its first TLS handshake takes ~2 s on a busy 2-core machine),
+    else 1.  Tests scale their timeouts (and the tunnel's own, where they
+    set them short) with it."""
+    v = os.environ.get("CQLTUNNEL_SLOWDOWN")
+    if v:
+        return float(v)
+    return 10.0 if wrapper() else 1.0
+
+
+def scaled(seconds):
+    """${seconds} times slowdown()."""
+    return seconds * slowdown()
+
+
 def binary():
     path = os.environ.get("CQLTUNNEL_BIN")
     if not path:
@@ -27,6 +53,12 @@ def binary():
         raise RuntimeError("cqltunnel binary not found at %s (set "
                            "CQLTUNNEL_BIN)" % path)
     return path
+
+
+def command(*args):
+    """The argv that runs the binary with ${args}, under CQLTUNNEL_WRAPPER
+    when set (use this, not binary(), so that valgrind sees every run)."""
+    return wrapper() + [binary()] + list(args)
 
 
 def write_ini(path, sections):
@@ -53,26 +85,27 @@ class Tunnel:
         self.ini = os.path.join(workdir, name + ".ini")
         self.log_path = os.path.join(workdir, name + ".log")
         self.proc = None
-        # Command words before the binary (e.g. unshare ... sh -c ...).
-        # CQLTUNNEL_WRAPPER runs every tunnel under a tool: the 'valgrind'
-        # meson test sets it to valgrind with leak checking, whose error
-        # exit status then fails stop().
-        self.prefix = os.environ.get("CQLTUNNEL_WRAPPER", "").split()
+        # Command words before the binary (e.g. unshare ... sh -c ...),
+        # and then CQLTUNNEL_WRAPPER's (see wrapper()): every tunnel runs
+        # under it, and its error exit status fails stop()'s caller.
+        self.prefix = []
+        self.wrapper = wrapper()
 
     def check(self):
         """Run `cqltunnel -t` on this config; returns (rc, output)."""
         write_ini(self.ini, self.sections)
-        p = subprocess.run([binary(), "-t", "-c", self.ini],
+        p = subprocess.run(self.prefix + command("-t", "-c", self.ini),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           timeout=30)
+                           timeout=scaled(30))
         return p.returncode, p.stdout.decode()
 
     def start(self, timeout=None):
         if timeout is None:
-            timeout = 60 if self.prefix else 10
+            timeout = scaled(10)
         write_ini(self.ini, self.sections)
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.prefix + [binary(), "-c", self.ini],
+        self.proc = subprocess.Popen(self.prefix + self.wrapper
+                                     + [binary(), "-c", self.ini],
                                      stdout=self._log, stderr=self._log)
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -91,8 +124,8 @@ class Tunnel:
         except FileNotFoundError:
             return ""
 
-    def wait_log(self, text, timeout=10):
-        deadline = time.time() + timeout
+    def wait_log(self, text, timeout=None):
+        deadline = time.time() + (timeout or scaled(10))
         while time.time() < deadline:
             if text in self.log():
                 return True
@@ -104,9 +137,9 @@ class Tunnel:
         """How many times ${text} occurs in the log so far."""
         return self.log().count(text)
 
-    def wait_log_count(self, text, n, timeout=10):
+    def wait_log_count(self, text, n, timeout=None):
         """Wait until ${text} occurs at least ${n} times in the log."""
-        deadline = time.time() + timeout
+        deadline = time.time() + (timeout or scaled(10))
         while time.time() < deadline:
             if self.count_log(text) >= n:
                 return True
@@ -121,7 +154,7 @@ class Tunnel:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, sig=signal.SIGTERM, timeout=40):
+    def stop(self, sig=signal.SIGTERM, timeout=None):
         """Stop the daemon and return its exit status (killing it if it
         does not exit in time, which counts as a failure)."""
         if self.proc is None:
@@ -129,7 +162,7 @@ class Tunnel:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                self.proc.wait(timeout=timeout)
+                self.proc.wait(timeout=timeout or max(40, scaled(12)))
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

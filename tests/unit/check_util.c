@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+
 #include "util.h"
 
 /* A scratch directory for the secret file tests. */
@@ -458,6 +460,36 @@ START_TEST(test_wipe)
 }
 END_TEST
 
+/*
+ * util_evbuffer_add_wiped queues a copy of its own (by reference, one
+ * extent), so the caller's bytes may be wiped at once; the copy goes with
+ * the buffer, sent or not (valgrind's unit run checks nothing leaks).
+ */
+START_TEST(test_evbuffer_add_wiped)
+{
+	struct evbuffer		*b;
+	struct evbuffer_iovec	 v[2];
+	char			 secret[] = "user\0pass-word", got[32];
+	size_t			 n = sizeof(secret) - 1;
+
+	ck_assert_ptr_nonnull(b = evbuffer_new());
+	ck_assert_int_eq(util_evbuffer_add_wiped(b, "x", 0), 0);
+	ck_assert_uint_eq(evbuffer_get_length(b), 0);
+	ck_assert_int_eq(util_evbuffer_add_wiped(b, secret, n), 0);
+	util_wipe(secret, sizeof(secret));
+	ck_assert_uint_eq(evbuffer_get_length(b), n);
+	ck_assert_int_eq(evbuffer_peek(b, -1, NULL, v, 2), 1);
+	ck_assert_uint_eq(v[0].iov_len, n);
+	ck_assert_ptr_ne(v[0].iov_base, secret);
+	ck_assert_int_eq(evbuffer_remove(b, got, sizeof(got)), (int)n);
+	ck_assert_mem_eq(got, "user\0pass-word", n);
+	ck_assert_uint_eq(evbuffer_get_length(b), 0);
+	/* Still queued when the buffer goes: freed with it. */
+	ck_assert_int_eq(util_evbuffer_add_wiped(b, got, n), 0);
+	evbuffer_free(b);
+}
+END_TEST
+
 /* Make a fresh scratch directory for secret files. */
 static void
 setup(void)
@@ -631,6 +663,7 @@ util_suite(void)
 	tcase_add_test(tc, test_now_ms);
 	tcase_add_test(tc, test_alloc);
 	tcase_add_test(tc, test_wipe);
+	tcase_add_test(tc, test_evbuffer_add_wiped);
 	/* Aborting tests need a forked child (not under CK_FORK=no). */
 	if (fork == NULL || strcmp(fork, "no") != 0) {
 		tcase_add_test_raise_signal(tc, test_xcalloc_overflow, SIGABRT);
