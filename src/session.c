@@ -1137,7 +1137,9 @@ session_reuse_keep(struct session *s)
 	const char		*why = NULL;
 	bool			 with_supported;
 
-	if (!s->relay_ready || !s->relay.track.on)
+	/* Never tracked (not a candidate): nothing to say. */
+	if (!s->relay_ready || (!s->relay.track.on &&
+	    s->relay.track.spoil == RELAY_SPOIL_NONE))
 		return (false);
 	if ((sp = relay_reusable(&s->relay)) != RELAY_SPOIL_NONE)
 		why = relay_spoil_name(sp);
