@@ -79,6 +79,7 @@ enum config_key_id {
 	CONFIG_K_MAX_CONNECTIONS,
 	CONFIG_K_WORKERS,
 	CONFIG_K_DRAIN_TIMEOUT,
+	CONFIG_K_BUSY_POLL,
 	CONFIG_K_MAX_FRAME_SIZE,
 	CONFIG_K_CONTACT_POINTS,
 	CONFIG_K_CONNECT_TIMEOUT,
@@ -275,6 +276,12 @@ static const struct config_key config_keys[CONFIG_K_COUNT] = {
 		.type = CONFIG_T_DURATION,
 		.min = 0, .max = 60 * 60 * 1000,
 		.dflt = "30s",
+	},
+	[CONFIG_K_BUSY_POLL] = {
+		.section = "listen", .name = "busy_poll",
+		.type = CONFIG_T_DURATION,
+		.min = 0, .max = 1000,
+		.dflt = "0",
 	},
 	[CONFIG_K_MAX_FRAME_SIZE] = {
 		.section = "listen", .name = "max_frame_size",
@@ -842,6 +849,9 @@ config_store_number(struct config *c, enum config_key_id id, uint64_t v)
 		break;
 	case CONFIG_K_DRAIN_TIMEOUT:
 		c->drain_timeout_ms = (unsigned)v;
+		break;
+	case CONFIG_K_BUSY_POLL:
+		c->busy_poll_ms = (unsigned)v;
 		break;
 	case CONFIG_K_MAX_FRAME_SIZE:
 		c->max_frame_size = (uint32_t)v;

@@ -70,6 +70,7 @@ struct config {
 	unsigned	 max_connections;	/* default 1024 */
 	unsigned	 workers;		/* event loops; 0: auto */
 	unsigned	 drain_timeout_ms;	/* default 30 s */
+	unsigned	 busy_poll_ms;		/* 0 (default): sleep */
 	uint32_t	 max_frame_size;	/* default 256 MiB */
 
 	/* [cluster] */

@@ -21,8 +21,17 @@
  */
 static _Thread_local unsigned char conn_scratch[64 * 1024];
 
+/* Read and write events run on this thread, for busy polling. */
+static _Thread_local uint64_t conn_nevents;
+
 static void	conn_readcb(evutil_socket_t fd, short what, void *arg);
 static void	conn_writecb(evutil_socket_t fd, short what, void *arg);
+
+uint64_t
+conn_activity(void)
+{
+	return (conn_nevents);
+}
 
 int
 conn_init(struct conn *c, struct event_base *base, evutil_socket_t fd,
@@ -34,12 +43,11 @@ conn_init(struct conn *c, struct event_base *base, evutil_socket_t fd,
 	c->low = low;
 	c->cb = cb;
 	c->arg = arg;
+	/* The write event is made when the socket first fills. */
 	c->rev = event_new(base, fd, EV_READ | EV_PERSIST, conn_readcb, c);
-	c->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, conn_writecb, c);
 	c->in = evbuffer_new();
 	c->out = evbuffer_new();
-	if (c->rev == NULL || c->wev == NULL || c->in == NULL ||
-	    c->out == NULL) {
+	if (c->rev == NULL || c->in == NULL || c->out == NULL) {
 		conn_free(c);
 		return (-1);
 	}
@@ -94,6 +102,26 @@ conn_pause(struct conn *c)
 	}
 }
 
+/*
+ * Wait for the socket to take more.  The write event is made the first
+ * time: most conns never fill their socket.  Returns 0, or -1 (with
+ * c->sys_err) when out of memory.
+ */
+static int
+conn_arm_write(struct conn *c)
+{
+	if (c->write_armed)
+		return (0);
+	if (c->wev == NULL && (c->wev = event_new(event_get_base(c->rev),
+	    c->fd, EV_WRITE | EV_PERSIST, conn_writecb, c)) == NULL) {
+		c->sys_err = ENOMEM;
+		return (-1);
+	}
+	c->write_armed = true;
+	event_add(c->wev, NULL);
+	return (0);
+}
+
 /* Record the error of a failed SSL call; returns the CONN_* outcome. */
 static int
 conn_ssl_failed(struct conn *c, int ret, bool reading)
@@ -108,11 +136,7 @@ conn_ssl_failed(struct conn *c, int ret, bool reading)
 	case SSL_ERROR_WANT_WRITE:
 		if (reading)
 			c->read_wants_write = true;
-		if (!c->write_armed) {
-			c->write_armed = true;
-			event_add(c->wev, NULL);
-		}
-		return (0);
+		return (conn_arm_write(c) == -1 ? CONN_ERROR : 0);
 	case SSL_ERROR_ZERO_RETURN:
 		return (CONN_EOF);
 	case SSL_ERROR_SYSCALL:
@@ -257,10 +281,8 @@ conn_flush(struct conn *c)
 			c->write_armed = false;
 			event_del(c->wev);
 		}
-	} else if (!c->write_armed && !c->write_wants_read) {
-		c->write_armed = true;
-		event_add(c->wev, NULL);
-	}
+	} else if (!c->write_wants_read && conn_arm_write(c) == -1)
+		return (-1);
 	return (0);
 }
 
@@ -272,6 +294,7 @@ conn_readcb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	conn_nevents++;
 	if (c->write_wants_read && conn_flush(c) == -1)
 		ev |= CONN_ERROR;
 	if (c->reading && !(ev & CONN_ERROR))
@@ -288,6 +311,7 @@ conn_writecb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	conn_nevents++;
 	if (c->read_wants_write) {
 		c->read_wants_write = false;
 		if (c->reading)

@@ -42,7 +42,7 @@ struct conn {
 	evutil_socket_t	 fd;
 	SSL		*ssl;		/* NULL: plaintext */
 	struct event	*rev;		/* persistent, while reading */
-	struct event	*wev;		/* armed when the socket is full */
+	struct event	*wev;		/* made and armed when the socket fills */
 	struct evbuffer	*in;
 	struct evbuffer	*out;
 	size_t		 low;		/* CONN_DRAINED below this */
@@ -81,6 +81,12 @@ void	conn_pause(struct conn *c);
  * by the write event.  Returns 0, or -1 on an I/O error (conn_error()).
  */
 int	conn_flush(struct conn *c);
+
+/*
+ * conn_activity(): how many read and write events conns have had on the
+ * calling thread; it changes while relays are busy (see worker_loop()).
+ */
+uint64_t conn_activity(void);
 
 /* conn_error(c, buf, len): why the last call or event failed. */
 const char *conn_error(const struct conn *c, char *buf, size_t len);

@@ -27,6 +27,7 @@
 #include "log.h"
 #include "notify.h"
 #include "peercred.h"
+#include "relay.h"
 #include "session.h"
 #include "tls.h"
 #include "upstream.h"
@@ -324,9 +325,9 @@ reload_restart_only(const struct config *old, const struct config *c)
 	if (!same)
 		log_warn("reload: [cluster] contact_points changed; restart "
 		    "cqltunnel to apply");
-	if (old->workers != c->workers)
-		log_warn("reload: [listen] workers changed; restart cqltunnel "
-		    "to apply");
+	if (old->workers != c->workers || old->busy_poll_ms != c->busy_poll_ms)
+		log_warn("reload: [listen] workers or busy_poll changed; "
+		    "restart cqltunnel to apply");
 	if (old->topology != c->topology ||
 	    old->translate_net != c->translate_net ||
 	    old->translate_bits != c->translate_bits ||
@@ -448,6 +449,7 @@ teardown(struct daemon *d)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	sigprocmask(SIG_BLOCK, &set, NULL);
+	relay_thread_done();
 	notify_watchdog_stop();
 	if (d->base != NULL) {
 		listener_free(d->listener);
@@ -625,7 +627,7 @@ main(int argc, char *argv[])
 	/* The session context holds the current generation from here. */
 	session_gen_unref(d.boot);
 	d.boot = NULL;
-	if (event_base_dispatch(d.base) == -1)
+	if (worker_loop(d.base, d.cfg->busy_poll_ms, 0) == -1)
 		log_error("event loop failed");
 	else
 		rc = EXIT_SUCCESS;

@@ -33,6 +33,23 @@
 
 /* Bytes of a RESULT body read to classify it. */
 #define RELAY_PEEK		1024
+/* Scratch kept between calls (a v5 segment payload fits). */
+#define RELAY_SCRATCH_KEEP	(256 * 1024)
+
+struct relay_buf {
+	uint8_t		*p;
+	size_t		 cap;
+};
+
+/*
+ * Scratch buffers: decoded input, rewritten output, encoded segments.
+ * What they hold never outlives one relay_move() call, so the relays of a
+ * thread (an event loop) share one set: an idle session holds no buffer.
+ * One that grew past RELAY_SCRATCH_KEEP (a large LZ4 body, a large
+ * rewritten result) is let go when the call ends.
+ */
+static _Thread_local struct relay_buf relay_in, relay_out, relay_seg;
+static _Thread_local size_t relay_peak;	/* see relay_scratch_peak() */
 
 enum inspect_rc {
 	INSPECT_PASS,		/* pass the frame on verbatim */
@@ -232,9 +249,6 @@ relay_expect_startup(struct relay *r)
 void
 relay_free(struct relay *r)
 {
-	free(r->in.p);
-	free(r->out.p);
-	free(r->seg.p);
 	if (r->up.assembly != NULL)
 		evbuffer_free(r->up.assembly);
 	if (r->down.assembly != NULL)
@@ -260,6 +274,8 @@ buf_reserve(struct relay *r, struct relay_buf *b, size_t n)
 	}
 	b->p = p;
 	b->cap = cap;
+	if (cap > relay_peak)
+		relay_peak = cap;
 	return (true);
 }
 
@@ -412,13 +428,13 @@ envelope_rewrite(struct relay *r, const struct relay_dir *d,
 		return (1);
 	}
 	if (h->opcode == CQL_OP_EVENT) {
-		if (!buf_reserve(r, &r->out, blen + 32))
+		if (!buf_reserve(r, &relay_out, blen + 32))
 			return (-1);
-		n = topo_rewrite_event(r->rw, body, blen, r->out.p, r->out.cap);
+		n = topo_rewrite_event(r->rw, body, blen, relay_out.p, relay_out.cap);
 		if (n <= 0 || ((size_t)n == blen &&
-		    memcmp(body, r->out.p, blen) == 0))
+		    memcmp(body, relay_out.p, blen) == 0))
 			return (0);
-		*nb = r->out.p;
+		*nb = relay_out.p;
 		*nl = (size_t)n;
 		return (1);
 	}
@@ -433,19 +449,19 @@ envelope_rewrite(struct relay *r, const struct relay_dir *d,
 		pthread_mutex_unlock(&relay_prepared_lock);
 		return (0);
 	}
-	if (!buf_reserve(r, &r->out, blen + 256))
+	if (!buf_reserve(r, &relay_out, blen + 256))
 		return (-1);
-	n = topo_rewrite_rows(r->rw, r->version, body, blen, r->out.p,
-	    r->out.cap, &need);
+	n = topo_rewrite_rows(r->rw, r->version, body, blen, relay_out.p,
+	    relay_out.cap, &need);
 	if (n == -2) {
-		if (!buf_reserve(r, &r->out, need))
+		if (!buf_reserve(r, &relay_out, need))
 			return (-1);
-		n = topo_rewrite_rows(r->rw, r->version, body, blen, r->out.p,
-		    r->out.cap, &need);
+		n = topo_rewrite_rows(r->rw, r->version, body, blen, relay_out.p,
+		    relay_out.cap, &need);
 	}
 	if (n < 0)
 		return (0);	/* malformed: leave it to the app */
-	*nb = r->out.p;
+	*nb = relay_out.p;
 	*nl = (size_t)n;
 	return (1);
 }
@@ -467,7 +483,7 @@ snappy_length(const uint8_t *p, size_t n, size_t *len)
 	return (false);
 }
 
-/* Decompress a v3/v4 body into r->in.  Returns its length or -1. */
+/* Decompress a v3/v4 body into relay_in.  Returns its length or -1. */
 static ssize_t
 body_decompress(struct relay *r, const uint8_t *body, size_t n)
 {
@@ -498,11 +514,11 @@ body_decompress(struct relay *r, const uint8_t *body, size_t n)
 		r->error = RELAY_ERR_CORRUPT;
 		return (-1);
 	}
-	if (!buf_reserve(r, &r->in, ulen + 1))
+	if (!buf_reserve(r, &relay_in, ulen + 1))
 		return (-1);
 	got = r->comp == RELAY_COMP_LZ4 ?
-	    cql_lz4_body_decompress(body, n, r->in.p, r->in.cap) :
-	    cql_snappy_decompress(body, n, r->in.p, r->in.cap);
+	    cql_lz4_body_decompress(body, n, relay_in.p, relay_in.cap) :
+	    cql_snappy_decompress(body, n, relay_in.p, relay_in.cap);
 	if (got < 0)
 		r->error = RELAY_ERR_CORRUPT;
 	return (got);
@@ -550,7 +566,7 @@ frame_inspect(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 		}
 		if ((dl = body_decompress(r, p + r->hdr_len, blen)) < 0)
 			return (INSPECT_ERROR);
-		body = r->in.p;
+		body = relay_in.p;
 		blen = (size_t)dl;
 		if (envelope_wants(r, d, h, body, blen, blen, &need) != 1)
 			return (INSPECT_PASS);
@@ -559,12 +575,12 @@ frame_inspect(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 		for (;;) {
 			if (avail - r->hdr_len < want)
 				return (INSPECT_WAIT);
-			if (!buf_reserve(r, &r->in, want + 1))
+			if (!buf_reserve(r, &relay_in, want + 1))
 				return (INSPECT_ERROR);
 			evbuffer_ptr_set(in, &ptr, r->hdr_len,
 			    EVBUFFER_PTR_SET);
-			evbuffer_copyout_from(in, &ptr, r->in.p, want);
-			rc = envelope_wants(r, d, h, r->in.p, want, blen, &need);
+			evbuffer_copyout_from(in, &ptr, relay_in.p, want);
+			rc = envelope_wants(r, d, h, relay_in.p, want, blen, &need);
 			if (rc != -2 || need <= want)
 				break;
 			want = need;
@@ -742,15 +758,15 @@ segment_emit(struct relay *r, struct evbuffer *out, const uint8_t *p,
 {
 	size_t	 len;
 
-	if (!buf_reserve(r, &r->seg, n + CQL_SEG_LZ4_HEADER + CQL_SEG_TRAILER))
+	if (!buf_reserve(r, &relay_seg, n + CQL_SEG_LZ4_HEADER + CQL_SEG_TRAILER))
 		return (false);
-	len = cql_segment_encode(r->seg_fmt, p, n, self_contained, r->seg.p,
-	    r->seg.cap);
+	len = cql_segment_encode(r->seg_fmt, p, n, self_contained, relay_seg.p,
+	    relay_seg.cap);
 	if (len == 0) {
 		r->error = RELAY_ERR_CORRUPT;
 		return (false);
 	}
-	evbuffer_add(out, r->seg.p, len);
+	evbuffer_add(out, relay_seg.p, len);
 	return (true);
 }
 
@@ -797,7 +813,7 @@ envelopes_emit(struct relay *r, struct evbuffer *out, const uint8_t *p,
 	return (true);
 }
 
-/* Decode (and check) the segment at the front of ${in} into r->in. */
+/* Decode (and check) the segment at the front of ${in} into relay_in. */
 static ssize_t
 segment_decode(struct relay *r, struct evbuffer *in,
     const struct cql_segment *seg)
@@ -809,10 +825,10 @@ segment_decode(struct relay *r, struct evbuffer *in,
 		r->error = RELAY_ERR_NOMEM;
 		return (-1);
 	}
-	if (!buf_reserve(r, &r->in, CQL_SEG_MAX_PAYLOAD + 1))
+	if (!buf_reserve(r, &relay_in, CQL_SEG_MAX_PAYLOAD + 1))
 		return (-1);
-	n = cql_segment_decode(r->seg_fmt, p, seg->total_len, seg, r->in.p,
-	    r->in.cap);
+	n = cql_segment_decode(r->seg_fmt, p, seg->total_len, seg, relay_in.p,
+	    relay_in.cap);
 	if (n < 0)
 		r->error = RELAY_ERR_CORRUPT;
 	return (n);
@@ -821,7 +837,8 @@ segment_decode(struct relay *r, struct evbuffer *in,
 /*
  * Walk the envelopes of a self-contained payload.  With ${out} NULL, only
  * report (1) whether one of them needs rewriting.  Otherwise build the new
- * payload in r->out and report whether anything changed.  -1 on error.
+ * payload in the scratch output and report whether anything changed; -1
+ * on error.
  */
 static int
 payload_walk(struct relay *r, struct relay_dir *d, uint8_t *p, size_t n,
@@ -938,12 +955,12 @@ segment_scan(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 			want = (size_t)ch.length < RELAY_PEEK ?
 			    (size_t)ch.length : RELAY_PEEK;
 			for (;;) {
-				if (!buf_reserve(r, &r->in, want + 1))
+				if (!buf_reserve(r, &relay_in, want + 1))
 					return (-1);
 				evbuffer_ptr_set(in, &ptr, seg->hdr_len + off +
 				    CQL_HEADER_LEN, EVBUFFER_PTR_SET);
-				evbuffer_copyout_from(in, &ptr, r->in.p, want);
-				rc = envelope_wants(r, d, &ch, r->in.p, want,
+				evbuffer_copyout_from(in, &ptr, relay_in.p, want);
+				rc = envelope_wants(r, d, &ch, relay_in.p, want,
 				    (size_t)ch.length, &need);
 				if (rc != -2 || need <= want)
 					break;
@@ -981,7 +998,7 @@ segment_process(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 		if (d->env_rewrite) {
 			if ((n = segment_decode(r, in, seg)) < 0)
 				return (-1);
-			evbuffer_add(d->assembly, r->in.p, (size_t)n);
+			evbuffer_add(d->assembly, relay_in.p, (size_t)n);
 			evbuffer_drain(in, seg->total_len);
 		} else
 			evbuffer_remove_buffer(in, out, seg->total_len);
@@ -995,7 +1012,7 @@ segment_process(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 		/* The first part of a large envelope. */
 		if ((n = segment_decode(r, in, seg)) < 0)
 			return (-1);
-		if (cql_header_parse(r->in.p, (size_t)n, &ch) <= 0) {
+		if (cql_header_parse(relay_in.p, (size_t)n, &ch) <= 0) {
 			r->error = RELAY_ERR_CORRUPT;
 			return (-1);
 		}
@@ -1011,7 +1028,7 @@ segment_process(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 		}
 		d->env_left = total - (size_t)n;
 		if (inspect && envelope_wants(r, d, &ch,
-		    r->in.p + CQL_HEADER_LEN, (size_t)n - CQL_HEADER_LEN,
+		    relay_in.p + CQL_HEADER_LEN, (size_t)n - CQL_HEADER_LEN,
 		    (size_t)ch.length, &need) == 1) {
 			if (d->assembly == NULL &&
 			    (d->assembly = evbuffer_new()) == NULL) {
@@ -1019,7 +1036,7 @@ segment_process(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 				return (-1);
 			}
 			d->env_rewrite = true;
-			evbuffer_add(d->assembly, r->in.p, (size_t)n);
+			evbuffer_add(d->assembly, relay_in.p, (size_t)n);
 			evbuffer_drain(in, seg->total_len);
 		} else
 			evbuffer_remove_buffer(in, out, seg->total_len);
@@ -1033,7 +1050,7 @@ segment_process(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 	if (seg->uncompressed_len != 0) {
 		if ((n = segment_decode(r, in, seg)) < 0)
 			return (-1);
-		rc = payload_walk(r, d, r->in.p, (size_t)n, NULL);
+		rc = payload_walk(r, d, relay_in.p, (size_t)n, NULL);
 	} else
 		rc = segment_scan(r, d, in, seg);
 	if (rc <= 0) {
@@ -1050,7 +1067,7 @@ segment_process(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 		r->error = RELAY_ERR_NOMEM;
 		return (-1);
 	}
-	rc = payload_walk(r, d, r->in.p, (size_t)n, build);
+	rc = payload_walk(r, d, relay_in.p, (size_t)n, build);
 	if (rc == 1) {
 		if (!build_emit(r, build, out))
 			rc = -1;
@@ -1094,13 +1111,27 @@ move_segments(struct relay *r, struct relay_dir *d, struct evbuffer *in,
 	return (moved);
 }
 
-ssize_t
-relay_move(struct relay *r, bool from_app, struct evbuffer *in,
+/* Let go of scratch that grew past what is kept between calls. */
+static void
+scratch_trim(void)
+{
+	struct relay_buf	*b[] = { &relay_in, &relay_out, &relay_seg };
+	size_t			 i;
+
+	for (i = 0; i < sizeof(b) / sizeof(b[0]); i++)
+		if (b[i]->cap > RELAY_SCRATCH_KEEP) {
+			free(b[i]->p);
+			b[i]->p = NULL;
+			b[i]->cap = 0;
+		}
+}
+
+static ssize_t
+relay_move_once(struct relay *r, bool from_app, struct evbuffer *in,
     struct evbuffer *out)
 {
 	struct relay_dir	*d = from_app ? &r->up : &r->down;
 	size_t			 len;
-
 	ssize_t			 moved, more;
 
 	r->error = RELAY_OK;
@@ -1117,6 +1148,37 @@ relay_move(struct relay *r, bool from_app, struct evbuffer *in,
 	    evbuffer_get_length(in) == 0)
 		return (moved);
 	/* Switched to segments with more bytes waiting. */
-	more = relay_move(r, from_app, in, out);
+	more = relay_move_once(r, from_app, in, out);
 	return (more < 0 ? -1 : moved + more);
+}
+
+ssize_t
+relay_move(struct relay *r, bool from_app, struct evbuffer *in,
+    struct evbuffer *out)
+{
+	ssize_t	 moved;
+
+	moved = relay_move_once(r, from_app, in, out);
+	scratch_trim();
+	return (moved);
+}
+
+size_t
+relay_scratch_peak(void)
+{
+	size_t	 peak = relay_peak;
+
+	relay_peak = 0;
+	return (peak);
+}
+
+void
+relay_thread_done(void)
+{
+	free(relay_in.p);
+	free(relay_out.p);
+	free(relay_seg.p);
+	memset(&relay_in, 0, sizeof(relay_in));
+	memset(&relay_out, 0, sizeof(relay_out));
+	memset(&relay_seg, 0, sizeof(relay_seg));
 }

@@ -72,11 +72,6 @@ struct relay_track {
 	int16_t		 out[RELAY_TRACK_STREAMS];
 };
 
-struct relay_buf {
-	uint8_t		*p;
-	size_t		 cap;
-};
-
 /* One direction. */
 struct relay_dir {
 	bool		 from_app;
@@ -100,9 +95,6 @@ struct relay {
 	uint8_t			 hdr_len;
 	uint32_t		 max_frame;
 	const struct topo_rewriter *rw;		/* NULL: no rewriting */
-	struct relay_buf	 in;		/* decoded input */
-	struct relay_buf	 out;		/* rewritten output */
-	struct relay_buf	 seg;		/* encoded segments */
 	enum relay_error	 error;
 	uint32_t		 declared_len;	/* for RELAY_ERR_LZ4_TOO_LARGE */
 	uint64_t		 rewrites;	/* frames rewritten */
@@ -139,6 +131,20 @@ ssize_t	relay_move(struct relay *r, bool from_app, struct evbuffer *in,
 	    struct evbuffer *out);
 
 const char *relay_error_name(enum relay_error e);
+
+/*
+ * relay_thread_done(): free the calling thread's scratch buffers, which
+ * the relays of a thread share (see relay.c); before a thread that ran
+ * relays exits.  Harmless if it ran none.
+ */
+void	relay_thread_done(void);
+
+/*
+ * relay_scratch_peak(): the largest scratch buffer the calling thread
+ * reserved since the last call (tests check what a hostile length made
+ * the relay reserve).
+ */
+size_t	relay_scratch_peak(void);
 
 /*
  * relay_track_start(r):

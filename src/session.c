@@ -46,6 +46,8 @@
 #define SESSION_HS_READ_MAX	(AUTH_MAX_HS_FRAME + 64 * 1024)
 /* How long to wait for a final flush before giving up. */
 #define SESSION_FLUSH_MS	5000
+/* Longest detail on a close line. */
+#define SESSION_DETAIL_MAX	300
 /* Largest STARTUP or SUPPORTED body kept for reuse. */
 #define SESSION_REUSE_BODY_MAX	4096
 
@@ -54,6 +56,23 @@ struct session_half {
 	struct conn		 c;		/* relay phase */
 	uint64_t		 bytes;		/* read from this side */
 	bool			 throttled;	/* reading paused */
+};
+
+/*
+ * What a session needs only until the relay starts: the auth machine, the
+ * node's address while connecting, the message for a node failure.  It is
+ * allocated with the session and freed when the relay starts, since an
+ * idle session is smaller without it.
+ */
+struct session_hs {
+	struct auth_hs		 auth;
+	struct auth_sink	 sink;
+	struct sockaddr_storage	 node_addr;	/* unode's, when picked */
+	socklen_t		 node_addrlen;
+	struct event		*connect_ev;
+	struct evbuffer		*pending;	/* to the node, pre-connect */
+	uint16_t		 node_fail_code;	/* CQL error code */
+	char			 node_fail_msg[300];
 };
 
 struct session {
@@ -66,21 +85,17 @@ struct session {
 	struct session_half	 node;
 
 	struct upstream_node	*unode;
-	struct sockaddr_storage	 node_addr;	/* unode's, when picked */
-	socklen_t		 node_addrlen;
 	char			 node_label[UTIL_ADDRSTRLEN];
 	struct upstream_node	*target;	/* per-node listener's node */
 	unsigned		 attempts;
 	evutil_socket_t		 app_fd;
 	evutil_socket_t		 node_fd;
 	SSL			*ssl;		/* TLS to the node */
-	struct event		*connect_ev;
-	struct event		*timer;
-	struct evbuffer		*pending;	/* to the node, pre-connect */
+	struct event		*timer;		/* NULL in the relay */
 	bool			 tls_up;
 
-	struct auth_hs		 hs;
-	struct auth_sink	 sink;
+	struct session_hs	*hs;		/* NULL from the relay on */
+	uint8_t			 version;	/* negotiated (relay) */
 	struct relay		 relay;
 	bool			 relay_ready;
 	bool			 io;		/* app.c and node.c set up */
@@ -89,13 +104,13 @@ struct session {
 	bool			 node_failed;
 	bool			 refused;	/* session_refuse() */
 	enum session_close_reason node_fail_reason;
-	uint16_t		 node_fail_code;	/* CQL error code */
-	char			 node_fail_msg[300];
 
 	/*
 	 * Reuse of node connections (see reuse.h).  ${startup} is the body
 	 * of the STARTUP that opened the node connection, ${supported} the
-	 * SUPPORTED the node answered an OPTIONS with, in ${supported_version}.
+	 * SUPPORTED the node answered an OPTIONS with, in ${supported_version},
+	 * ${authenticator} the class its AUTHENTICATE named.  From the relay
+	 * on, kept only while the connection may go back to the pool.
 	 */
 	bool			 reuse_wait;	/* app's STARTUP decides */
 	bool			 reused;	/* node conn from the pool */
@@ -105,10 +120,11 @@ struct session {
 	uint8_t			*supported;
 	size_t			 supported_len;
 	uint8_t			 supported_version;
+	char			*authenticator;
 
 	enum session_close_reason closing_reason;
 	struct session_half	*closing_to;	/* the half being flushed */
-	char			 detail[300];
+	char			*detail;	/* for the close line, or NULL */
 	char			 app_addr[UTIL_ADDRSTRLEN];
 	uint64_t		 started_ms;
 };
@@ -356,18 +372,33 @@ session_detail(struct session *s, const char *fmt, ...)
 {
 	va_list	 ap;
 
+	/* Most sessions end without one: allocated when first needed. */
+	if (s->detail == NULL &&
+	    (s->detail = malloc(SESSION_DETAIL_MAX)) == NULL)
+		return;
 	va_start(ap, fmt);
-	vsnprintf(s->detail, sizeof(s->detail), fmt, ap);
+	vsnprintf(s->detail, SESSION_DETAIL_MAX, fmt, ap);
 	va_end(ap);
 }
 
-/* Arm the session timer for ${ms} milliseconds. */
-static void
+static void	session_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+/*
+ * Arm the session timer for ${ms} milliseconds.  An idle relay has none:
+ * it is made again for a final flush.  Returns 0, or -1 when out of
+ * memory.
+ */
+static int
 session_timer_set(struct session *s, unsigned ms)
 {
-	struct timeval	 tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	struct timeval	 tv = { (time_t)(ms / 1000),
+			    (suseconds_t)(ms % 1000) * 1000 };
 
+	if (s->timer == NULL &&
+	    (s->timer = evtimer_new(s->sc->base, session_timer_cb, s)) == NULL)
+		return (-1);
 	evtimer_add(s->timer, &tv);
+	return (0);
 }
 
 /* A short label for the node, for logs. */
@@ -419,6 +450,43 @@ session_node_drop(struct session *s, bool clean)
 	}
 }
 
+/* The CQL version of the session, once known; 0 before. */
+static uint8_t
+session_version(const struct session *s)
+{
+	if (s->hs == NULL)
+		return (s->version);
+	return (s->hs->auth.version != 0 ? s->hs->auth.version :
+	    s->hs->auth.first_version);
+}
+
+/* Free the handshake-only state (at relay entry, or at close). */
+static void
+session_hs_free(struct session *s)
+{
+	struct session_hs	*hs = s->hs;
+
+	if (hs == NULL)
+		return;
+	if (hs->connect_ev != NULL)
+		event_free(hs->connect_ev);
+	if (hs->pending != NULL)
+		evbuffer_free(hs->pending);
+	free(hs);
+	s->hs = NULL;
+}
+
+/* Drop what was kept for reusing the node connection. */
+static void
+session_reuse_forget(struct session *s)
+{
+	free(s->startup);
+	free(s->supported);
+	free(s->authenticator);
+	s->startup = s->supported = NULL;
+	s->authenticator = NULL;
+}
+
 void
 session_close(struct session *s, enum session_close_reason reason)
 {
@@ -431,7 +499,7 @@ session_close(struct session *s, enum session_close_reason reason)
 	if (s->refused) {
 		/* However a refused app leaves, it was refused. */
 		reason = s->node_fail_reason;
-		session_detail(s, "%s", s->node_fail_msg +
+		session_detail(s, "%s", s->hs->node_fail_msg +
 		    strlen("cqltunnel: "));
 		sc->nrefusing--;
 	}
@@ -445,11 +513,11 @@ session_close(struct session *s, enum session_close_reason reason)
 		level = LOG_LEVEL_WARN;
 		break;
 	}
-	version = s->hs.version != 0 ? s->hs.version : s->hs.first_version;
+	version = session_version(s);
 	if (s->reused || s->kept) {
 		/* Part of the detail, which log readers split off at ": ". */
 		snprintf(reuse, sizeof(reuse), "%s%s%s%s",
-		    s->detail[0] != '\0' ? "; " : "",
+		    s->detail != NULL ? "; " : "",
 		    s->reused ? "reused node connection" : "",
 		    s->reused && s->kept ? ", " : "",
 		    s->kept ? "node connection kept for reuse" : "");
@@ -462,11 +530,10 @@ session_close(struct session *s, enum session_close_reason reason)
 	    (unsigned long long)s->app.bytes, (unsigned long long)s->node.bytes,
 	    (unsigned long long)(ms / 1000), (unsigned long long)(ms % 1000),
 	    session_close_reason_name(reason),
-	    s->detail[0] != '\0' || reuse[0] != '\0' ? ": " : "", s->detail,
-	    reuse);
+	    s->detail != NULL || reuse[0] != '\0' ? ": " : "",
+	    s->detail != NULL ? s->detail : "", reuse);
 
-	if (s->connect_ev != NULL)
-		event_free(s->connect_ev);
+	session_hs_free(s);
 	if (s->timer != NULL)
 		event_free(s->timer);
 	if (s->io) {
@@ -479,10 +546,8 @@ session_close(struct session *s, enum session_close_reason reason)
 		evutil_closesocket(s->app_fd);
 	session_node_drop(s, reason != SESSION_CLOSE_NODE_ERROR &&
 	    reason != SESSION_CLOSE_NODE_EOF);
-	if (s->pending != NULL)
-		evbuffer_free(s->pending);
-	free(s->startup);
-	free(s->supported);
+	session_reuse_forget(s);
+	free(s->detail);
 	if (s->relay_ready) {
 		sc->rewrites += s->relay.rewrites;
 		relay_free(&s->relay);
@@ -539,10 +604,13 @@ session_flush_close(struct session *s, struct session_half *to,
 		bufferevent_setwatermark(to->bev, EV_WRITE, 0, 0);
 		bufferevent_enable(to->bev, EV_WRITE);
 	}
+	if (session_timer_set(s, SESSION_FLUSH_MS) == -1) {
+		session_close(s, reason);	/* no deadline: no wait */
+		return (false);
+	}
 	s->state = SESSION_CLOSING;
 	s->closing_reason = reason;
 	s->closing_to = to;
-	session_timer_set(s, SESSION_FLUSH_MS);
 	return (true);
 }
 
@@ -579,7 +647,7 @@ session_to_node(void *arg, const uint8_t *p, size_t n)
 	if (s->node_failed || n == 0)
 		return;
 	out = s->io ? s->node.c.out : s->node.bev != NULL ?
-	    bufferevent_get_output(s->node.bev) : s->pending;
+	    bufferevent_get_output(s->node.bev) : s->hs->pending;
 	(void)util_evbuffer_add_wiped(out, p, n);
 }
 
@@ -591,10 +659,12 @@ session_to_node(void *arg, const uint8_t *p, size_t n)
 static bool
 session_report_node_failure(struct session *s)
 {
-	if (auth_hs_fail_app(&s->hs, s->node_fail_code, s->node_fail_msg,
-	    &s->sink) == -1)
+	struct session_hs	*hs = s->hs;
+
+	if (auth_hs_fail_app(&hs->auth, hs->node_fail_code, hs->node_fail_msg,
+	    &hs->sink) == -1)
 		return (false);
-	session_detail(s, "%s", s->node_fail_msg + strlen("cqltunnel: "));
+	session_detail(s, "%s", hs->node_fail_msg + strlen("cqltunnel: "));
 	session_flush_close(s, &s->app, s->node_fail_reason);
 	return (true);
 }
@@ -614,23 +684,24 @@ session_node_failed(struct session *s, enum session_close_reason reason,
 	va_list	 ap;
 	int	 n;
 
-	n = snprintf(s->node_fail_msg, sizeof(s->node_fail_msg),
+	n = snprintf(s->hs->node_fail_msg, sizeof(s->hs->node_fail_msg),
 	    "cqltunnel: ");
 	va_start(ap, fmt);
-	vsnprintf(s->node_fail_msg + n, sizeof(s->node_fail_msg) - (size_t)n,
-	    fmt, ap);
+	vsnprintf(s->hs->node_fail_msg + n,
+	    sizeof(s->hs->node_fail_msg) - (size_t)n, fmt, ap);
 	va_end(ap);
 	s->node_failed = true;
 	s->node_fail_reason = reason;
-	if (s->connect_ev != NULL) {
-		event_free(s->connect_ev);
-		s->connect_ev = NULL;
+	if (s->hs->connect_ev != NULL) {
+		event_free(s->hs->connect_ev);
+		s->hs->connect_ev = NULL;
 	}
 	session_node_drop(s, false);
 	if (!session_report_node_failure(s)) {
 		/* Wait (under the handshake timer) for the first frame. */
 		s->state = SESSION_HANDSHAKE;
-		session_detail(s, "%s", s->node_fail_msg + strlen("cqltunnel: "));
+		session_detail(s, "%s", s->hs->node_fail_msg +
+		    strlen("cqltunnel: "));
 	}
 }
 
@@ -845,9 +916,9 @@ session_io_start(struct session *s)
 	if (s->node.bev != NULL)
 		bufferevent_free(s->node.bev);
 	s->app.bev = s->node.bev = NULL;
-	if (s->pending != NULL) {
-		evbuffer_free(s->pending);
-		s->pending = NULL;
+	if (s->hs->pending != NULL) {
+		evbuffer_free(s->hs->pending);
+		s->hs->pending = NULL;
 	}
 	conn_resume(&s->app.c);
 	conn_resume(&s->node.c);
@@ -861,6 +932,7 @@ session_enter_relay(struct session *s)
 	static const uint64_t	 bounds[SESSION_HS_NBUCKETS] =
 				    SESSION_HS_BUCKETS_MS;
 	struct session_stats	*st = &s->sc->stats;
+	const struct auth_hs	*a = &s->hs->auth;
 	uint64_t		 now = util_now_ms(), ms = now - s->started_ms;
 	unsigned		 i;
 
@@ -873,37 +945,43 @@ session_enter_relay(struct session *s)
 	st->hs_sum_ms += ms;
 	st->last_hs_ok_ms = now;
 	bufferevent_setwatermark(s->app.bev, EV_READ, 0, 0);
-	relay_init(&s->relay, s->hs.version != 0 ? s->hs.version :
-	    s->hs.first_version, s->hs.compression == AUTH_COMP_LZ4 ?
-	    RELAY_COMP_LZ4 : s->hs.compression == AUTH_COMP_SNAPPY ?
+	s->version = session_version(s);
+	relay_init(&s->relay, s->version, a->compression == AUTH_COMP_LZ4 ?
+	    RELAY_COMP_LZ4 : a->compression == AUTH_COMP_SNAPPY ?
 	    RELAY_COMP_SNAPPY : RELAY_COMP_NONE, s->sc->rw,
 	    s->gen->cfg->max_frame_size);
 	if (s->gen->cfg->client_auth == CONFIG_CLIENT_AUTH_PASSTHROUGH)
 		relay_expect_startup(&s->relay);
 	s->relay_ready = true;
-	if (session_reuse_allowed(s) && s->hs.injected && s->startup != NULL &&
-	    reuse_startup_ok(s->hs.version, s->startup, s->startup_len))
+	if (session_reuse_allowed(s) && a->injected && s->startup != NULL &&
+	    reuse_startup_ok(a->version, s->startup, s->startup_len) &&
+	    (s->authenticator = strdup(a->authenticator)) != NULL)
 		(void)relay_track_start(&s->relay);
-	if (s->hs.authenticator[0] != '\0' &&
-	    strcmp(s->hs.authenticator, s->sc->authenticator) != 0) {
+	if (!s->relay.track.on)
+		session_reuse_forget(s);	/* never going to the pool */
+	if (a->authenticator[0] != '\0' &&
+	    strcmp(a->authenticator, s->sc->authenticator) != 0) {
 		log_info("node %s uses authenticator %s; %s",
-		    session_node_label(s), s->hs.authenticator, s->hs.injected ?
-		    (s->hs.dse ? "answering with SASL PLAIN (DSE mechanism "
+		    session_node_label(s), a->authenticator, a->injected ?
+		    (a->dse ? "answering with SASL PLAIN (DSE mechanism "
 		    "exchange)" : "answering with a SASL PLAIN token") :
 		    "left to the app");
 		snprintf(s->sc->authenticator, sizeof(s->sc->authenticator),
-		    "%s", s->hs.authenticator);
+		    "%s", a->authenticator);
 	}
 	log_debug("session %llu: handshake done (%s, authenticator %s%s)",
-	    (unsigned long long)s->id, cql_version_name(s->hs.version != 0 ?
-	    s->hs.version : s->hs.first_version),
-	    s->hs.authenticator[0] != '\0' ? s->hs.authenticator : "none",
-	    s->hs.injected ? ", credentials injected" : "");
+	    (unsigned long long)s->id, cql_version_name(s->version),
+	    a->authenticator[0] != '\0' ? a->authenticator : "none",
+	    a->injected ? ", credentials injected" : "");
 	if (session_io_start(s) == -1) {
 		session_detail(s, "out of memory");
 		session_close(s, SESSION_CLOSE_INTERNAL);
 		return;
 	}
+	/* From here on the session is what an idle relay holds. */
+	session_hs_free(s);
+	event_free(s->timer);
+	s->timer = NULL;
 	if (!session_relay(s, &s->app, &s->node))
 		return;
 	if (!session_relay(s, &s->node, &s->app))
@@ -921,7 +999,7 @@ session_hs_failed(struct session *s)
 {
 	enum session_close_reason r;
 
-	switch (s->hs.failure) {
+	switch (s->hs->auth.failure) {
 	case AUTH_FAIL_CREDENTIALS:
 		r = SESSION_CLOSE_AUTH_FAILED;
 		break;
@@ -932,7 +1010,7 @@ session_hs_failed(struct session *s)
 		r = SESSION_CLOSE_PROTOCOL;
 		break;
 	}
-	session_detail(s, "%s", s->hs.reason);
+	session_detail(s, "%s", s->hs->auth.reason);
 	session_flush_close(s, &s->app, r);
 }
 
@@ -1113,8 +1191,8 @@ session_reuse_pump(struct session *s)
 		session_gen_unref(rc.gen);	/* the session holds its own */
 		log_debug("session %llu: reusing a node connection to %s",
 		    (unsigned long long)s->id, session_node_label(s));
-		auth_hs_resume(&s->hs, h.version, h.stream, rc.authenticator,
-		    &s->sink);
+		auth_hs_resume(&s->hs->auth, h.version, h.stream,
+		    rc.authenticator, &s->hs->sink);
 		return (true);
 	}
 	session_reuse_fallback(s);
@@ -1159,17 +1237,17 @@ session_reuse_keep(struct session *s)
 		rc.gen = session_gen_ref(s->gen);
 		rc.fd = s->node_fd;
 		rc.ssl = s->ssl;
-		rc.version = s->hs.version;
+		rc.version = s->version;
 		rc.startup = s->startup;
 		rc.startup_len = s->startup_len;
 		with_supported = s->supported != NULL &&
-		    s->supported_version == s->hs.version;
+		    s->supported_version == s->version;
 		if (with_supported) {
 			rc.supported = s->supported;
 			rc.supported_len = s->supported_len;
 		}
 		snprintf(rc.authenticator, sizeof(rc.authenticator), "%s",
-		    s->hs.authenticator);
+		    s->authenticator);
 		snprintf(rc.label, sizeof(rc.label), "%s", s->node_label);
 		if (reuse_pool_put(&sc->pool, &rc, c->reuse_max_idle,
 		    c->reuse_idle_timeout_ms) == 0) {
@@ -1210,25 +1288,28 @@ session_hs_feed(struct session *s, bool from_app)
 		return (0);
 	in = bufferevent_get_input(h->bev);
 	for (;;) {
-		if (from_app ? !auth_hs_reads_app(&s->hs) :
-		    !auth_hs_reads_node(&s->hs))
+		if (from_app ? !auth_hs_reads_app(&s->hs->auth) :
+		    !auth_hs_reads_node(&s->hs->auth))
 			break;
 		len = evbuffer_get_length(in);
 		if (len == 0)
 			break;
-		need = from_app ? s->hs.need_app : s->hs.need_node;
+		need = from_app ? s->hs->auth.need_app :
+		    s->hs->auth.need_node;
 		want = need != 0 && need < len ? need : len;
 		if (want > SESSION_HS_READ_MAX)
 			want = SESSION_HS_READ_MAX;
 		if ((p = evbuffer_pullup(in, (ssize_t)want)) == NULL)
 			return (-1);
-		was = s->hs.state;
-		used = from_app ? auth_hs_app(&s->hs, p, want, &s->sink) :
-		    auth_hs_node(&s->hs, p, want, &s->sink);
+		was = s->hs->auth.state;
+		used = from_app ?
+		    auth_hs_app(&s->hs->auth, p, want, &s->hs->sink) :
+		    auth_hs_node(&s->hs->auth, p, want, &s->hs->sink);
 		if (used < 0)
 			return (-1);
 		if (used == 0) {
-			need = from_app ? s->hs.need_app : s->hs.need_node;
+			need = from_app ? s->hs->auth.need_app :
+			    s->hs->auth.need_node;
 			if (need > want && len >= need)
 				continue;	/* pull up more */
 			break;
@@ -1242,14 +1323,18 @@ session_hs_feed(struct session *s, bool from_app)
 	return (progress);
 }
 
-/* Run the handshake as far as the buffered bytes allow. */
-static void
+/*
+ * Run the handshake as far as the buffered bytes allow.  Returns true if
+ * the session is still in its handshake; false if it failed, closed or
+ * entered the relay (${s} may be freed then: do not touch it).
+ */
+static bool
 session_hs_pump(struct session *s)
 {
 	int	 a, n = 0;
 
 	if (s->reuse_wait && !session_reuse_pump(s))
-		return;
+		return (true);
 	do {
 		a = session_hs_feed(s, true);
 		if (a < 0)
@@ -1259,21 +1344,22 @@ session_hs_pump(struct session *s)
 			break;
 	} while (a > 0 || n > 0);
 
-	if (s->hs.state == AUTH_S_FAILED) {
+	if (s->hs->auth.state == AUTH_S_FAILED) {
 		session_hs_failed(s);
-		return;
+		return (false);
 	}
 	if (a < 0 || n < 0) {
-		session_detail(s, "%s", s->hs.reason);
+		session_detail(s, "%s", s->hs->auth.reason);
 		session_close(s, SESSION_CLOSE_INTERNAL);
-		return;
+		return (false);
 	}
-	if (s->node_failed) {
-		(void)session_report_node_failure(s);
-		return;
-	}
-	if (s->hs.state == AUTH_S_DONE && s->tls_up)
+	if (s->node_failed)
+		return (!session_report_node_failure(s));
+	if (s->hs->auth.state == AUTH_S_DONE && s->tls_up) {
 		session_enter_relay(s);
+		return (false);
+	}
+	return (true);
 }
 
 static void
@@ -1289,7 +1375,7 @@ session_app_readcb(struct bufferevent *bev, void *arg)
 		    evbuffer_get_length(bufferevent_get_input(bev)));
 		break;
 	default:
-		session_hs_pump(s);
+		(void)session_hs_pump(s);
 		break;
 	}
 }
@@ -1332,7 +1418,7 @@ session_node_readcb(struct bufferevent *bev, void *arg)
 		    evbuffer_get_length(bufferevent_get_input(bev)));
 		break;
 	default:
-		session_hs_pump(s);
+		(void)session_hs_pump(s);
 		break;
 	}
 }
@@ -1369,7 +1455,7 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 		    (unsigned long long)s->id, session_node_label(s),
 		    tls_version_name(ssl), SSL_get_cipher_name(ssl),
 		    resumed ? ", resumed" : "");
-		session_hs_pump(s);
+		(void)session_hs_pump(s);
 		return;
 	}
 	serr = EVUTIL_SOCKET_ERROR();
@@ -1430,11 +1516,10 @@ session_node_eventcb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	/* Let the app see what the node said before it left. */
-	session_hs_pump(s);
-	if (s->state == SESSION_CLOSING)
+	if (!session_hs_pump(s) || s->state == SESSION_CLOSING)
 		return;
-	if (s->node.bytes > 0 && s->hs.state != AUTH_S_WAIT_STARTUP &&
-	    s->hs.state != AUTH_S_NODE_AUTH) {
+	if (s->node.bytes > 0 && s->hs->auth.state != AUTH_S_WAIT_STARTUP &&
+	    s->hs->auth.state != AUTH_S_NODE_AUTH) {
 		/* Nothing of the app's is unanswered. */
 		session_flush_close(s, &s->app, (what & BEV_EVENT_ERROR) ?
 		    SESSION_CLOSE_NODE_ERROR : SESSION_CLOSE_NODE_EOF);
@@ -1471,8 +1556,8 @@ session_tcp_connected(struct session *s)
 	bufferevent_setcb(s->node.bev, session_node_readcb,
 	    session_node_writecb, session_node_eventcb, s);
 	bufferevent_enable(s->node.bev, EV_READ | EV_WRITE);
-	if (evbuffer_get_length(s->pending) > 0)
-		bufferevent_write_buffer(s->node.bev, s->pending);
+	if (evbuffer_get_length(s->hs->pending) > 0)
+		bufferevent_write_buffer(s->node.bev, s->hs->pending);
 	s->state = SESSION_HANDSHAKE;
 	session_timer_set(s, s->gen->cfg->handshake_timeout_ms);
 }
@@ -1487,9 +1572,9 @@ session_connect_failed(struct session *s, enum session_close_reason reason,
 	log_info("session %llu: cannot connect to node %s: %s",
 	    (unsigned long long)s->id, session_node_label(s), why);
 	upstream_report(s->sc->up, failed, false);
-	if (s->connect_ev != NULL) {
-		event_free(s->connect_ev);
-		s->connect_ev = NULL;
+	if (s->hs->connect_ev != NULL) {
+		event_free(s->hs->connect_ev);
+		s->hs->connect_ev = NULL;
 	}
 	evutil_closesocket(s->node_fd);
 	s->node_fd = -1;
@@ -1524,8 +1609,8 @@ session_connect_cb(evutil_socket_t fd, short what, void *arg)
 		    strerror(err));
 		return;
 	}
-	event_free(s->connect_ev);
-	s->connect_ev = NULL;
+	event_free(s->hs->connect_ev);
+	s->hs->connect_ev = NULL;
 	session_tcp_connected(s);
 }
 
@@ -1543,16 +1628,17 @@ session_connect(struct session *s)
 		n = upstream_pick(sc->up, sc->rw != NULL ?
 		    upstream_node_at(sc->up, 0) : NULL, s->unode);
 	if (n != NULL)
-		upstream_node_addr(sc->up, n, &s->node_addr, &s->node_addrlen,
-		    s->node_label, sizeof(s->node_label));
-	if (n == NULL || s->node_addrlen == 0) {
+		upstream_node_addr(sc->up, n, &s->hs->node_addr,
+		    &s->hs->node_addrlen, s->node_label,
+		    sizeof(s->node_label));
+	if (n == NULL || s->hs->node_addrlen == 0) {
 		session_node_failed(s, SESSION_CLOSE_NO_NODE,
 		    "no contact point has an address");
 		return;
 	}
 	s->unode = n;
 	s->state = SESSION_CONNECTING;
-	s->node_fd = socket(s->node_addr.ss_family,
+	s->node_fd = socket(s->hs->node_addr.ss_family,
 	    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (s->node_fd == -1) {
 		session_node_failed(s, SESSION_CLOSE_INTERNAL,
@@ -1560,8 +1646,8 @@ session_connect(struct session *s)
 		return;
 	}
 	util_node_socket_opts(s->node_fd);
-	if (connect(s->node_fd, (struct sockaddr *)&s->node_addr,
-	    s->node_addrlen) == 0) {
+	if (connect(s->node_fd, (struct sockaddr *)&s->hs->node_addr,
+	    s->hs->node_addrlen) == 0) {
 		session_tcp_connected(s);
 		return;
 	}
@@ -1570,9 +1656,9 @@ session_connect(struct session *s)
 		    strerror(errno));
 		return;
 	}
-	s->connect_ev = event_new(sc->base, s->node_fd, EV_WRITE,
+	s->hs->connect_ev = event_new(sc->base, s->node_fd, EV_WRITE,
 	    session_connect_cb, s);
-	if (s->connect_ev == NULL) {
+	if (s->hs->connect_ev == NULL) {
 		session_node_failed(s, SESSION_CLOSE_INTERNAL,
 		    "out of memory");
 		return;
@@ -1580,7 +1666,7 @@ session_connect(struct session *s)
 	tv.tv_sec = (time_t)(s->gen->cfg->connect_timeout_ms / 1000);
 	tv.tv_usec = (suseconds_t)(s->gen->cfg->connect_timeout_ms % 1000) *
 	    1000;
-	event_add(s->connect_ev, &tv);
+	event_add(s->hs->connect_ev, &tv);
 }
 
 /* Session timer: handshake deadline, or the final flush deadline. */
@@ -1602,13 +1688,16 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 	session_detail(s, "%s did not complete within %u ms (state %s)",
 	    s->reuse_wait ? "app's STARTUP" : s->tls_up ? "CQL handshake" :
 	    "TLS handshake",
-	    s->gen->cfg->handshake_timeout_ms, auth_state_name(s->hs.state));
-	if (s->hs.have_first) {
-		char	 msg[sizeof(s->detail) + 64 + UTIL_ADDRSTRLEN];
+	    s->gen->cfg->handshake_timeout_ms,
+	    auth_state_name(s->hs->auth.state));
+	if (s->hs->auth.have_first) {
+		char	 msg[SESSION_DETAIL_MAX + 64 + UTIL_ADDRSTRLEN];
 
 		snprintf(msg, sizeof(msg), "cqltunnel: %s with node %s",
-		    s->detail, session_node_label(s));
-		(void)auth_hs_fail_app(&s->hs, CQL_ERR_SERVER, msg, &s->sink);
+		    s->detail != NULL ? s->detail : "handshake timeout",
+		    session_node_label(s));
+		(void)auth_hs_fail_app(&s->hs->auth, CQL_ERR_SERVER, msg,
+		    &s->hs->sink);
 		session_flush_close(s, &s->app,
 		    SESSION_CLOSE_HANDSHAKE_TIMEOUT);
 		return;
@@ -1639,8 +1728,8 @@ session_reuse_candidate(struct session *s)
 		return (false);
 	}
 	s->unode = n;
-	upstream_node_addr(sc->up, n, &s->node_addr, &s->node_addrlen,
-	    s->node_label, sizeof(s->node_label));
+	upstream_node_addr(sc->up, n, &s->hs->node_addr,
+	    &s->hs->node_addrlen, s->node_label, sizeof(s->node_label));
 	s->reuse_wait = true;
 	s->state = SESSION_HANDSHAKE;
 	session_timer_set(s, s->gen->cfg->handshake_timeout_ms);
@@ -1660,7 +1749,9 @@ session_begin(struct session_ctx *sc, evutil_socket_t fd,
 	struct session		*s;
 	int			 one = 1;
 
-	if ((s = calloc(1, sizeof(*s))) == NULL) {
+	if ((s = calloc(1, sizeof(*s))) == NULL ||
+	    (s->hs = calloc(1, sizeof(*s->hs))) == NULL) {
+		free(s);
 		log_error("cannot accept a connection: out of memory");
 		evutil_closesocket(fd);
 		atomic_fetch_sub_explicit(sc->live, 1, memory_order_relaxed);
@@ -1673,15 +1764,15 @@ session_begin(struct session_ctx *sc, evutil_socket_t fd,
 	sc->stats.accepted++;
 	s->app_fd = fd;
 	s->node_fd = -1;
-	s->node_fail_code = CQL_ERR_SERVER;
+	s->hs->node_fail_code = CQL_ERR_SERVER;
 	s->target = target;
 	s->started_ms = util_now_ms();
 	util_sockaddr_str(sa, s->app_addr, sizeof(s->app_addr));
 	s->gen = session_gen_ref(sc->gen);
-	auth_hs_init(&s->hs, s->gen->creds);
-	s->sink.to_app = session_to_app;
-	s->sink.to_node = session_to_node;
-	s->sink.arg = s;
+	auth_hs_init(&s->hs->auth, s->gen->creds);
+	s->hs->sink.to_app = session_to_app;
+	s->hs->sink.to_node = session_to_node;
+	s->hs->sink.arg = s;
 	TAILQ_INSERT_TAIL(&sc->sessions, s, entry);
 	sc->nsessions++;
 
@@ -1689,8 +1780,8 @@ session_begin(struct session_ctx *sc, evutil_socket_t fd,
 	evutil_make_socket_nonblocking(fd);
 	s->app.bev = bufferevent_socket_new(sc->base, fd, 0);
 	s->timer = evtimer_new(sc->base, session_timer_cb, s);
-	s->pending = evbuffer_new();
-	if (s->app.bev == NULL || s->timer == NULL || s->pending == NULL) {
+	s->hs->pending = evbuffer_new();
+	if (s->app.bev == NULL || s->timer == NULL || s->hs->pending == NULL) {
 		session_detail(s, "out of memory");
 		session_close(s, SESSION_CLOSE_INTERNAL);
 		return;
@@ -1710,8 +1801,8 @@ session_begin(struct session_ctx *sc, evutil_socket_t fd,
 		sc->nrefusing++;
 		s->node_fail_reason = refuse;
 		if (refuse == SESSION_CLOSE_MAX_CONNECTIONS)
-			s->node_fail_code = CQL_ERR_OVERLOADED;
-		snprintf(s->node_fail_msg, sizeof(s->node_fail_msg),
+			s->hs->node_fail_code = CQL_ERR_OVERLOADED;
+		snprintf(s->hs->node_fail_msg, sizeof(s->hs->node_fail_msg),
 		    "cqltunnel: %s", deny);
 		session_timer_set(s, SESSION_REFUSE_MS);
 		return;

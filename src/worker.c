@@ -13,7 +13,10 @@
 
 #include <event2/event.h>
 
+#include "config.h"
+#include "conn.h"
 #include "log.h"
+#include "relay.h"
 #include "util.h"
 #include "worker.h"
 
@@ -45,6 +48,7 @@ struct worker {
 	struct event		*wake;
 	struct event		*tick;
 	bool			 idle_sent;	/* told the pool it drained */
+	unsigned		 busy_ms;	/* [listen] busy_poll */
 
 	pthread_mutex_t		 lock;		/* guards what follows */
 	struct worker_item	*q;
@@ -216,13 +220,38 @@ worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+int
+worker_loop(struct event_base *base, unsigned busy_ms, int flags)
+{
+	uint64_t	 seen, until = 0;
+	int		 rc;
+
+	if (busy_ms == 0)
+		return (event_base_loop(base, flags));
+	seen = conn_activity();
+	for (;;) {
+		rc = event_base_loop(base, flags |
+		    (until != 0 ? EVLOOP_NONBLOCK : EVLOOP_ONCE));
+		if (rc != 0 || event_base_got_break(base) ||
+		    event_base_got_exit(base))
+			break;
+		if (conn_activity() != seen) {
+			seen = conn_activity();
+			until = util_now_ms() + busy_ms;
+		} else if (until != 0 && util_now_ms() >= until)
+			until = 0;	/* quiet: sleep in the next call */
+	}
+	return (rc == -1 ? -1 : 0);
+}
+
 static void *
 worker_main(void *arg)
 {
 	struct worker	*w = arg;
 
-	if (event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY) == -1)
+	if (worker_loop(w->base, w->busy_ms, EVLOOP_NO_EXIT_ON_EMPTY) == -1)
 		log_error("worker %u: event loop failed", w->id);
+	relay_thread_done();
 	return (NULL);
 }
 
@@ -270,6 +299,7 @@ worker_setup(struct worker_pool *p, unsigned i)
 	session_ctx_init(&w->sc, w->base, p->main->gen, p->main->up);
 	w->sc.live = p->main->live;
 	w->sc.rw = p->main->rw;
+	w->busy_ms = p->main->gen->cfg->busy_poll_ms;
 	if ((w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1)
 		return (-1);
 	w->wake = event_new(w->base, w->efd, EV_READ | EV_PERSIST,

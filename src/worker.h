@@ -23,6 +23,17 @@
 struct worker_pool;
 
 /*
+ * worker_loop(base, busy_ms, flags):
+ * Run ${base} as event_base_loop(base, flags) does.  With ${busy_ms} > 0
+ * ([listen] busy_poll), a loop whose relays were active keeps polling
+ * without sleeping until ${busy_ms} pass with no activity, like HAProxy's
+ * busy-polling: a virtual CPU that went idle takes tens of microseconds
+ * to wake for the next packet, on every hop.  It costs a CPU while
+ * traffic flows; an idle tunnel still sleeps.
+ */
+int	worker_loop(struct event_base *base, unsigned busy_ms, int flags);
+
+/*
  * worker_pool_new(n, sc, err, len):
  * Start ${n} worker loops and make ${sc} (the main thread's context)
  * dispatch to them.  Their contexts share ${sc}'s node table, rewriter and

@@ -15,7 +15,7 @@ from cassandra.cluster import Cluster
 
 import cqlwire
 from test_admin import get, metric, parse_metrics, wait_ready
-from tunnel import Tunnel, free_port
+from tunnel import Tunnel, free_port, slowdown
 
 
 def threads(pid):
@@ -168,3 +168,48 @@ def test_reload_reaches_workers(tmp_path, tunnel_config, pki,
         t.wait_log("generation 3")
         for _ in range(4):
             cqlwire.connect(t.host, t.port).close()
+
+
+def cpu_ns(pid):
+    """CPU time of a whole process (every thread), in ns."""
+    return sum(threads(pid).values())
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_busy_poll_spins_only_while_busy(tmp_path, tunnel_config, workers):
+    """[listen] busy_poll = 200ms: while queries arrive (one every 20 ms,
+    far apart enough that a sleeping loop would sleep between them) the
+    tunnel keeps a CPU busy; once they stop, it sleeps again within the
+    window.  Without it the same traffic costs little CPU.  Measured from
+    the kernel's per-thread run time (/proc/PID/task/*/schedstat)."""
+    def run(busy):
+        listen = {"workers": workers}
+        if busy:
+            listen["busy_poll"] = "200ms"
+        cfg = tunnel_config(listen=listen)
+        with Tunnel(str(tmp_path / ("on" if busy else "off")), cfg) as t:
+            s = cqlwire.connect(t.host, t.port)
+            try:
+                t0, c0 = time.monotonic(), cpu_ns(t.proc.pid)
+                while time.monotonic() - t0 < 2:
+                    op, _ = cqlwire.query(s, "SELECT release_version "
+                                          "FROM system.local")
+                    assert op == cqlwire.OP_RESULT
+                    time.sleep(0.02)
+                busy_share = (cpu_ns(t.proc.pid) - c0) / 1e9 / \
+                    (time.monotonic() - t0)
+                time.sleep(0.2 * slowdown() + 0.3)   # the window runs out
+                t1, c1 = time.monotonic(), cpu_ns(t.proc.pid)
+                time.sleep(2)
+                idle_share = (cpu_ns(t.proc.pid) - c1) / 1e9 / \
+                    (time.monotonic() - t1)
+            finally:
+                s.close()
+            return busy_share, idle_share
+
+    on_busy, on_idle = run(True)
+    off_busy, off_idle = run(False)
+    assert on_busy > 0.5, (on_busy, off_busy)
+    assert on_busy > 2 * off_busy, (on_busy, off_busy)
+    assert on_idle < 0.1, on_idle
+    assert off_idle < 0.1, off_idle

@@ -536,7 +536,7 @@ START_TEST(test_unknown)
 	want("bad-unknown.ini:4: [listen] adress: unknown key (expected one "
 	    "of: address, allow_remote, allow_uids, allow_gids, unix_mode, "
 	    "unix_owner, unix_group, max_connections, workers, "
-	    "drain_timeout, max_frame_size)");
+	    "drain_timeout, busy_poll, max_frame_size)");
 	want("bad-unknown.ini:7: [tsl]: unknown section");
 	want("bad-unknown.ini:11: [tls] username: unknown key in this section "
 	    "(it belongs in [auth])");
