@@ -187,7 +187,9 @@ def test_busy_poll_spins_only_while_busy(tmp_path, tunnel_config, workers):
         if busy:
             listen["busy_poll"] = "200ms"
         cfg = tunnel_config(listen=listen)
-        with Tunnel(str(tmp_path / ("on" if busy else "off")), cfg) as t:
+        d = tmp_path / ("on" if busy else "off")
+        d.mkdir()
+        with Tunnel(str(d), cfg) as t:
             s = cqlwire.connect(t.host, t.port)
             try:
                 t0, c0 = time.monotonic(), cpu_ns(t.proc.pid)
