@@ -91,9 +91,17 @@ auth_hs_init(struct auth_hs *hs, const struct auth_creds *creds)
 {
 	memset(hs, 0, sizeof(*hs));
 	hs->creds = creds;
+	hs->client_auth = creds->client_auth;
 	hs->state = AUTH_S_FIRST;
 	hs->need_app = CQL_HEADER_LEN;
 	hs->need_node = CQL_HEADER_LEN;
+}
+
+void
+auth_hs_init_own(struct auth_hs *hs, const struct auth_creds *creds)
+{
+	auth_hs_init(hs, creds);
+	hs->client_auth = CONFIG_CLIENT_AUTH_NONE;
 }
 
 bool
@@ -353,7 +361,7 @@ auth_finish_app(struct auth_hs *hs, const struct auth_sink *sink)
 	uint8_t	 frame[AUTH_OUT_MAX];
 	size_t	 len;
 
-	if (hs->creds->client_auth == CONFIG_CLIENT_AUTH_ACCEPT) {
+	if (hs->client_auth == CONFIG_CLIENT_AUTH_ACCEPT) {
 		len = cql_build_authenticate(frame, sizeof(frame), hs->version,
 		    hs->startup_stream, AUTH_APP_AUTHENTICATOR);
 		hs->state = AUTH_S_APP_AUTH;
@@ -436,7 +444,7 @@ auth_app_pre_startup(struct auth_hs *hs, const uint8_t *p, size_t n,
 	sink->to_node(sink->arg, p, (size_t)used);
 	hs->need_app = CQL_HEADER_LEN;
 
-	if (hs->creds->client_auth == CONFIG_CLIENT_AUTH_PASSTHROUGH) {
+	if (hs->client_auth == CONFIG_CLIENT_AUTH_PASSTHROUGH) {
 		hs->state = AUTH_S_DONE;
 		return (used);
 	}
@@ -521,7 +529,7 @@ auth_node_startup_answer(struct auth_hs *hs, const uint8_t *p, size_t used,
 
 	switch (m->h.opcode) {
 	case CQL_OP_READY:
-		if (hs->creds->client_auth == CONFIG_CLIENT_AUTH_ACCEPT)
+		if (hs->client_auth == CONFIG_CLIENT_AUTH_ACCEPT)
 			auth_finish_app(hs, sink);
 		else {
 			sink->to_app(sink->arg, p, used);

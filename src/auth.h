@@ -69,6 +69,7 @@ struct auth_sink {
 
 struct auth_hs {
 	const struct auth_creds	*creds;
+	enum config_client_auth	 client_auth;	/* what the app side does */
 	enum auth_state		 state;
 	enum auth_failure	 failure;
 
@@ -98,6 +99,13 @@ void	auth_creds_free(struct auth_creds *ac);
 
 /* auth_hs_init(hs, creds): start a handshake. */
 void	auth_hs_init(struct auth_hs *hs, const struct auth_creds *creds);
+/*
+ * auth_hs_init_own(hs, creds): start a handshake of the tunnel's own (the
+ * control connection): its app side is cqltunnel, which is neither
+ * challenged ([auth] client_auth = accept) nor left to authenticate
+ * itself (passthrough): the credentials are injected as with none.
+ */
+void	auth_hs_init_own(struct auth_hs *hs, const struct auth_creds *creds);
 
 /*
  * auth_hs_app(hs, p, n, sink) / auth_hs_node(hs, p, n, sink):

@@ -544,7 +544,7 @@ control_tcp_connected(struct control *ctl)
 	bufferevent_setcb(ctl->bev, control_readcb, NULL, control_eventcb, ctl);
 	bufferevent_enable(ctl->bev, EV_READ | EV_WRITE);
 	ctl->state = CONTROL_HANDSHAKE;
-	auth_hs_init(&ctl->hs, ctl->gen->creds);
+	auth_hs_init_own(&ctl->hs, ctl->gen->creds);
 	control_timer(ctl->retry, ctl->gen->cfg->handshake_timeout_ms);
 }
 

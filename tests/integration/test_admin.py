@@ -18,7 +18,7 @@ import pytest
 
 import cqlwire
 from cassandra_cluster import ClusterNode
-from tunnel import Tunnel, free_port
+from tunnel import Tunnel, free_port, scaled
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')
@@ -267,6 +267,22 @@ def test_readyz_follows_the_node(tmp_path, own_node, tunnel_config):
         s.close()
         assert "control connection to 127.0.0.1:%d ready" % \
             own_node.native_port in t.log()
+
+
+@pytest.mark.parametrize("client_auth", ["accept", "passthrough"])
+def test_control_connection_whatever_client_auth(tmp_path, tunnel_config,
+                                                 client_auth):
+    """The control connection is the tunnel's own: it injects the
+    configured credentials whatever [auth] client_auth says about apps.
+    With accept it used to wait forever for its own answer to the
+    AUTHENTICATE the tunnel sends apps, so /readyz stayed 503."""
+    admin = free_port()
+    cfg = tunnel_config(admin={"address": "127.0.0.1:%d" % admin},
+                        auth={"client_auth": client_auth})
+    with Tunnel(str(tmp_path), cfg) as t:
+        assert json.loads(wait_ready(admin, 200, timeout=scaled(30))) == \
+            {"ready": True}
+        assert re.search(r"control connection to \S+ ready", t.log())
 
 
 def test_reuse_across_node_restart(tmp_path, own_node, tunnel_config):
