@@ -184,6 +184,7 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(c->workers, 1);
 	ck_assert(c->resumption);
 	ck_assert_uint_eq(c->drain_timeout_ms, 30000);
+	ck_assert_uint_eq(c->busy_poll_ms, 0);
 	ck_assert_uint_eq(c->max_frame_size, 256u * 1024 * 1024);
 	ck_assert_uint_eq(c->ncontact_points, 1);
 	ck_assert_str_eq(c->contact_points[0].host, "10.0.0.1");
@@ -804,6 +805,11 @@ START_TEST(test_limits)
 		{ "[listen]\ndrain_timeout = 0", true },
 		{ "[listen]\ndrain_timeout = 60m", true },
 		{ "[listen]\ndrain_timeout = 3600001ms", false },
+		{ "[listen]\nbusy_poll = 0", true },
+		{ "[listen]\nbusy_poll = 1ms", true },
+		{ "[listen]\nbusy_poll = 1s", true },
+		{ "[listen]\nbusy_poll = 1001ms", false },
+		{ "[listen]\nbusy_poll = yes", false },
 		{ "[listen]\nmax_frame_size = 64KiB", true },
 		{ "[listen]\nmax_frame_size = 65535", false },
 		{ "[listen]\nmax_frame_size = 268435456", true },
