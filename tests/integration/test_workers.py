@@ -179,9 +179,10 @@ def cpu_ns(pid):
 def test_busy_poll_spins_only_while_busy(tmp_path, tunnel_config, workers):
     """[listen] busy_poll = 200ms: while queries arrive (one every 20 ms,
     far apart enough that a sleeping loop would sleep between them) the
-    tunnel keeps a CPU busy; once they stop, it sleeps again within the
-    window.  Without it the same traffic costs little CPU.  Measured from
-    the kernel's per-thread run time (/proc/PID/task/*/schedstat)."""
+    tunnel keeps a CPU busy (as much as it gets of one); once they stop,
+    it sleeps again within the window.  Without it the same traffic costs
+    little CPU.  Measured from the kernel's per-thread run time
+    (/proc/PID/task/*/schedstat)."""
     def run(busy):
         listen = {"workers": workers}
         if busy:
@@ -211,7 +212,10 @@ def test_busy_poll_spins_only_while_busy(tmp_path, tunnel_config, workers):
 
     on_busy, on_idle = run(True)
     off_busy, off_idle = run(False)
-    assert on_busy > 0.5, (on_busy, off_busy)
-    assert on_busy > 2 * off_busy, (on_busy, off_busy)
+    print("CPU share: busy_poll on %.2f (idle %.2f), off %.2f (idle %.2f)"
+          % (on_busy, on_idle, off_busy, off_idle))
+    # A spinning loop shares the CPUs with the node and the client (two
+    # cores in CI): about half a CPU there, a whole one on a quiet host.
+    assert on_busy > max(0.25, 2 * off_busy), (on_busy, off_busy)
     assert on_idle < 0.1, on_idle
     assert off_idle < 0.1, off_idle
