@@ -334,6 +334,14 @@ def seed_config(S, raw, repo):
             S.add("fuzz_config", "capture-" + name, text.replace(
                 "password_file = password",
                 "password_file = " + name).encode())
+        # Users and groups: the names fuzz_config's table knows, an
+        # unknown one, one whose lookup fails, and numeric ids.
+        for name, ids in (
+                ("ids", "allow_uids = cqlapp, 0\nallow_gids = cqlapps\n"),
+                ("ids-unknown", "allow_uids = nosuchuser\n"),
+                ("ids-error", "allow_gids = 7, nss-error\n")):
+            S.add("fuzz_config", "capture-" + name, text.replace(
+                "[listen]\n", "[listen]\n" + ids, 1).encode())
     for p in sorted(glob.glob(os.path.join(repo, "tests", "data", "*.ini")) +
                     [os.path.join(repo, "conf", "cqltunnel.ini")]):
         S.add("fuzz_config", "data-" + os.path.basename(p)[:-4],
