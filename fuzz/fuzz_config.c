@@ -11,11 +11,12 @@
  * resolve against the config's directory and nothing outside it is
  * opened, whatever the input says.
  *
- * Checks: NULL exactly when errors were reported; error messages are
- * non-empty and free of control bytes (they go to the log); the password
- * never appears in them (unless the input spelled it out); a loaded config
- * has a password within CONFIG_MAX_CRED_LEN and free of control bytes, and
- * config_where() and auth_creds_new() work on it.
+ * Checks: NULL exactly when errors were reported, at most CONFIG_MAX_ERRORS
+ * of them kept; error messages are non-empty and free of control bytes
+ * (they go to the log); the password never appears in them (unless the
+ * input spelled it out); a loaded config has a password within
+ * CONFIG_MAX_CRED_LEN and free of control bytes, and config_where() and
+ * auth_creds_new() work on it.
  *
  * User and group names (allow_uids, allow_gids, the unix socket's owner)
  * are looked up in a small table here, not through NSS: with systemd's
@@ -190,7 +191,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		{ "tls", "ca_file" }, { "auth", "password_file" },
 		{ "log", "level" }, { "nosuch", "key" },
 	};
-	struct config_errors	 errs = { NULL, 0, 0 };
+	struct config_errors	 errs = { NULL, 0, 0, 0 };
 	struct config		*c;
 	struct auth_creds	*ac;
 	char			*ini, buf[512];
@@ -214,6 +215,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	c = config_load(cfg_path, &errs);
 	FUZZ_CHECK((c == NULL) == (errs.n > 0));
+	FUZZ_CHECK(errs.n <= CONFIG_MAX_ERRORS);
+	FUZZ_CHECK(errs.more == 0 || errs.n == CONFIG_MAX_ERRORS);
 	for (i = 0; i < errs.n; i++) {
 		FUZZ_CHECK(errs.v[i] != NULL && errs.v[i][0] != '\0');
 		FUZZ_CHECK(!has_control(errs.v[i], strlen(errs.v[i])));

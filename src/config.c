@@ -473,6 +473,10 @@ config_errors_add(struct config_errors *errs, const char *fmt, ...)
 
 	if (errs == NULL)
 		return;
+	if (errs->n >= CONFIG_MAX_ERRORS) {
+		errs->more++;
+		return;
+	}
 	va_start(ap, fmt);
 	rc = vasprintf(&msg, fmt, ap);
 	va_end(ap);
@@ -499,7 +503,7 @@ config_errors_free(struct config_errors *errs)
 		free(errs->v[i]);
 	free(errs->v);
 	errs->v = NULL;
-	errs->n = errs->cap = 0;
+	errs->n = errs->cap = errs->more = 0;
 }
 
 /*
@@ -556,6 +560,11 @@ config_error(struct config_parse *p, unsigned line,
 	va_list	 ap;
 	char	*msg, at[32] = "", key[128] = "";
 
+	p->nerrs++;
+	if (p->errs->n >= CONFIG_MAX_ERRORS) {
+		p->errs->more++;	/* not kept: spare the formatting */
+		return;
+	}
 	va_start(ap, fmt);
 	if (vasprintf(&msg, fmt, ap) == -1)
 		config_oom();
@@ -566,7 +575,6 @@ config_error(struct config_parse *p, unsigned line,
 		snprintf(key, sizeof(key), " [%s] %s:", k->section, k->name);
 	config_errors_add(p->errs, "%s%s:%s %s", p->path, at, key, msg);
 	free(msg);
-	p->nerrs++;
 }
 
 /* Remember that ${line} has a syntax error already reported. */
@@ -1523,6 +1531,12 @@ config_reader(char *str, int num, void *arg)
 	if (ch == EOF && total == 0)
 		return (NULL);
 	p->line++;
+	if (p->nerrs >= CONFIG_MAX_ERRORS) {
+		config_error(p, p->line, NULL, "too many errors; stopped "
+		    "reading here");
+		p->stop = true;
+		return (NULL);
+	}
 	if (prev == '\r')
 		total--;		/* CRLF */
 	if (total > limit) {
@@ -1704,7 +1718,7 @@ config_set_origins(struct config_parse *p)
 struct config *
 config_load(const char *path, struct config_errors *errs)
 {
-	struct config_errors	 local = { NULL, 0, 0 };
+	struct config_errors	 local = { NULL, 0, 0, 0 };
 	struct config_parse	 p;
 	struct config		*c;
 	int			 rc;

@@ -51,6 +51,13 @@ struct config_endpoint {
 /* Entries in [listen] allow_uids or allow_gids. */
 #define CONFIG_MAX_IDS		64
 
+/*
+ * Messages a config_errors keeps; later ones are only counted.  The loader
+ * stops reading a file once it has reported this many: what follows the
+ * twentieth mistake (a binary file, the wrong file) is noise.
+ */
+#define CONFIG_MAX_ERRORS	20
+
 struct config {
 	char		*path;
 
@@ -127,11 +134,15 @@ struct config {
 	size_t		 norigins;
 };
 
-/* A list of error messages, each "file:line: [section] key: what". */
+/*
+ * A list of error messages, each "file:line: [section] key: what": the
+ * first CONFIG_MAX_ERRORS of them, and how many more there were.
+ */
 struct config_errors {
 	char		**v;
 	size_t		 n;
 	size_t		 cap;
+	size_t		 more;		/* not kept: over CONFIG_MAX_ERRORS */
 };
 
 /*

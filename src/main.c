@@ -82,6 +82,9 @@ print_errors(const struct config_errors *errs)
 
 	for (i = 0; i < errs->n; i++)
 		fprintf(stderr, "cqltunnel: %s\n", errs->v[i]);
+	if (errs->more > 0)
+		fprintf(stderr, "cqltunnel: too many errors; only the first "
+		    "%zu are shown\n", errs->n);
 }
 
 /* The drain deadline passed: close what is left. */
@@ -220,7 +223,7 @@ signal_hup_cb(evutil_socket_t sig, short what, void *arg)
 static int
 load(struct daemon *d, const char *path, bool check)
 {
-	struct config_errors	 errs = { NULL, 0, 0 };
+	struct config_errors	 errs = { NULL, 0, 0, 0 };
 	struct config		*cfg;
 	struct tls_ctx		*tls = NULL;
 
@@ -344,7 +347,7 @@ reload_restart_only(const struct config *old, const struct config *c)
 static void
 reload(struct daemon *d)
 {
-	struct config_errors	 errs = { NULL, 0, 0 };
+	struct config_errors	 errs = { NULL, 0, 0, 0 };
 	struct config		*cfg;
 	struct tls_ctx		*tls = NULL;
 	struct session_gen	*gen;
@@ -358,9 +361,12 @@ reload(struct daemon *d)
 		d->reloads_failed++;
 		for (i = 0; i < errs.n; i++)
 			log_error("reload: %s", errs.v[i]);
-		log_error("reload failed (%zu error(s)); still using "
+		if (errs.more > 0)
+			log_error("reload: too many errors; only the first "
+			    "%zu are shown", errs.n);
+		log_error("reload failed (%zu%s error(s)); still using "
 		    "configuration generation %u", errs.n,
-		    d->sc.gen->id);
+		    errs.more > 0 ? "+" : "", d->sc.gen->id);
 		config_errors_free(&errs);
 		tls_ctx_free(tls);
 		config_free(cfg);

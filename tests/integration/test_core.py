@@ -3,6 +3,7 @@ certificates and PasswordAuthenticator, with the DataStax python driver and
 cqlsh as apps configured with neither TLS nor credentials."""
 
 import os
+import random
 import subprocess
 import threading
 import uuid
@@ -12,7 +13,7 @@ from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import Cluster, NoHostAvailable
 
 import cqlwire
-from tunnel import Tunnel, scaled, wrapper
+from tunnel import Tunnel, command, scaled, wrapper
 
 
 def app_cluster(t, **kw):
@@ -149,6 +150,25 @@ def test_check_mode(tmp_path, tunnel_config, pki, password_file):
     rc, out = t.check()
     assert rc == 1
     assert "does not match" in out, out
+
+
+def test_check_mode_wrong_file(tmp_path):
+    """-c given something that is not the config (here 64 KiB of random
+    bytes, some 250 lines): the first 20 mistakes, each with its line, then
+    one line saying the rest is not shown; not one line per line of junk."""
+    junk = tmp_path / "cqltunnel.ini"
+    junk.write_bytes(random.Random(6).randbytes(65536))
+    for args in (("-t", "-c", str(junk)), ("-c", str(junk))):
+        p = subprocess.run(command(*args), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=scaled(30))
+        lines = p.stdout.decode(errors="replace").splitlines()
+        assert p.returncode == 1, lines
+        assert len(lines) == 21, lines
+        for i, line in enumerate(lines[:20]):
+            assert line.startswith("cqltunnel: %s:%d: " % (junk, i + 1)), \
+                lines
+        assert lines[20] == ("cqltunnel: too many errors; only the first "
+                             "20 are shown"), lines
 
 
 def test_client_auth_accept(tmp_path, tunnel_config):

@@ -507,6 +507,37 @@ START_TEST(test_remote_allowed)
 }
 END_TEST
 
+/* A file full of mistakes: the first CONFIG_MAX_ERRORS, then a stop. */
+START_TEST(test_too_many_errors)
+{
+	char		 buf[4096], *t = buf;
+	struct config	*c;
+	int		 i;
+
+	t += sprintf(t, "[listen]\n");
+	for (i = 1; i <= 3 * CONFIG_MAX_ERRORS; i++)
+		t += sprintf(t, "nosuch%d = 1\n", i);
+	c = load_with(buf);
+	ck_assert_ptr_null(c);
+	want_n(CONFIG_MAX_ERRORS);
+	/* Lines 1-5 are BASE and [listen]: the first mistake is line 6. */
+	want("t.ini:6: [listen] nosuch1: unknown key");
+	ck_assert_ptr_null(strstr(errs.v[CONFIG_MAX_ERRORS - 1],
+	    "nosuch21"));
+	/* One more: "stopped reading" at the next line, not kept. */
+	ck_assert_uint_eq(errs.more, 1);
+	config_errors_free(&errs);
+
+	/* Exactly CONFIG_MAX_ERRORS mistakes: all kept, none more. */
+	t = buf + sprintf(buf, "[listen]\n");
+	for (i = 1; i <= CONFIG_MAX_ERRORS; i++)
+		t += sprintf(t, "nosuch%d = 1\n", i);
+	ck_assert_ptr_null(load_with(buf));
+	want_n(CONFIG_MAX_ERRORS);
+	ck_assert_uint_eq(errs.more, 0);
+}
+END_TEST
+
 START_TEST(test_bad_verify)
 {
 	load_bad(DATA("bad-verify.ini"));
@@ -928,15 +959,25 @@ START_TEST(test_errors_api)
 	int	 i;
 
 	/* The caller's earlier errors are kept; new ones appended. */
-	for (i = 0; i < 20; i++)
+	for (i = 0; i < 9; i++)
 		config_errors_add(&errs, "error %d", i);
 	load_bad(DATA("bad-verify.ini"));
-	want_n(21);
+	want_n(10);
 	ck_assert_str_eq(errs.v[0], "error 0");
-	ck_assert_str_eq(errs.v[19], "error 19");
+	ck_assert_str_eq(errs.v[8], "error 8");
 	want("bad-verify.ini:7: [tls] verify");
+
+	/* Past CONFIG_MAX_ERRORS messages are only counted. */
+	for (i = 10; i < CONFIG_MAX_ERRORS + 3; i++)
+		config_errors_add(&errs, "error %d", i);
+	want_n(CONFIG_MAX_ERRORS);
+	ck_assert_uint_eq(errs.more, 3);
+	load_bad(DATA("bad-verify.ini"));
+	want_n(CONFIG_MAX_ERRORS);
+	ck_assert_uint_eq(errs.more, 4);
 	config_errors_free(&errs);
 	ck_assert_uint_eq(errs.n, 0);
+	ck_assert_uint_eq(errs.more, 0);
 	ck_assert_ptr_null(errs.v);
 }
 END_TEST
@@ -1329,6 +1370,7 @@ config_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_bad_verify);
 	tcase_add_test(tc, test_all_errors_at_once);
+	tcase_add_test(tc, test_too_many_errors);
 	tcase_add_test(tc, test_unknown);
 	tcase_add_test(tc, test_duplicate);
 	tcase_add_test(tc, test_long_line);

@@ -40,7 +40,7 @@ count_gone(void *arg, struct upstream_node *n)
 static struct config *
 load(const char *body)
 {
-	struct config_errors	 errs = { NULL, 0, 0 };
+	struct config_errors	 errs = { NULL, 0, 0, 0 };
 	struct config		*c;
 	FILE			*f;
 	int			 fd;
